@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tfn.data import check_positions, edge_vectors, full_graph, radius_graph
+from tfn.data.neighbors import _cell_list_candidates
 
 
 def brute_radius(pos, cutoff, batch=None):
@@ -69,6 +70,42 @@ def test_radius_graph_far_apart_clouds_and_tiny_cutoff():
         assert torch.equal(radius_graph(pos, cutoff, batch), brute_radius(pos, cutoff, batch))
     # a large batch id does not matter
     assert torch.equal(radius_graph(pos, 0.5, batch * 1000), brute_radius(pos, 0.5, batch))
+
+
+def test_cell_list_robust_to_outliers():
+    # A far outlier must not merge the other points into one cell (no N^2 candidates).
+    gen = torch.Generator().manual_seed(7)
+    for far in [1e6, 1e12, 1e300]:
+        pos = torch.rand(1500, 3, generator=gen, dtype=torch.float64)
+        pos[0] = far
+        ids = torch.zeros(1500, dtype=torch.long)
+        src, _ = _cell_list_candidates(pos, 0.01, ids)
+        assert src.shape[0] < 30 * 1500
+        assert torch.equal(radius_graph(pos, 0.05), brute_radius(pos, 0.05))
+    check_positions(pos)
+
+
+def test_radius_graph_many_tiny_clouds():
+    gen = torch.Generator().manual_seed(8)
+    sizes = [2, 3] * 150
+    pos, batch = random_batch(sizes, gen, torch.float64, scale=1e4, shuffle=True)
+    for cutoff in [1e-6, 5e3]:
+        got = radius_graph(pos, cutoff, batch)
+        assert torch.equal(got, brute_radius(pos, cutoff, batch))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_radius_graph_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(9)
+    pos, batch = random_batch([300, 1000, 5], gen, torch.float32, shuffle=True)
+    for max_nb in [None, 4]:
+        cpu = radius_graph(pos, 0.5, batch, max_num_neighbors=max_nb)
+        gpu = radius_graph(pos.cuda(), 0.5, batch.cuda(), max_num_neighbors=max_nb)
+        assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+    assert torch.equal(full_graph(batch.cuda()).cpu(), full_graph(batch))
+    check_positions(pos.cuda(), batch.cuda())
+    with pytest.raises(ValueError, match="coincide"):
+        check_positions(torch.zeros(2, 3, device="cuda"))
 
 
 def test_radius_graph_edge_cases():

@@ -7,27 +7,28 @@ Tensor Field Network paper. Graphs never contain self-edges, never connect point
 clouds, and are returned sorted by ``(dst, src)``.
 
 :func:`radius_graph` uses a cell list written in plain torch (O(N) work and memory for clouds of
-bounded density; no ``N x N`` matrix). The cell-list core, :func:`_cell_list_candidates`, only
-deals with positions and cloud ids, so periodic images can later be handled by feeding it shifted
-copies of the points and passing the matching Cartesian ``shifts`` to :func:`edge_vectors`.
+bounded density; no ``N x N`` matrix). The cell-list helpers (``_cell_list``,
+``_cell_list_candidates``) only deal with positions and cloud ids, so periodic images can later be
+handled by feeding them shifted copies of the points and passing the matching Cartesian ``shifts``
+to :func:`edge_vectors`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["full_graph", "radius_graph", "edge_vectors", "check_positions"]
 
-# The 27 integer offsets (-1, 0, 1)^3 of a cell and its neighbouring cells.
-_OFFSETS = torch.tensor(
-    [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=torch.long
-)
+# A cell and its neighbours: offsets (-1, 0, 1)^3.
+_NUM_NEIGHBOR_CELLS = 27
 # Relative amount by which cells are wider than the cutoff.
 _CELL_MARGIN = 1e-6
-# Largest cell coordinate along an axis; float64 rounding stays far below _CELL_MARGIN there.
+# Largest cell coordinate along an axis (float64 rounding of coordinates up to there stays
+# below _CELL_MARGIN, about 2^-21).
 _MAX_CELL = float(2**30)
 
 
@@ -116,16 +117,29 @@ def _rank(sorted_values: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     return idx, sorted_values[idx] == values
 
 
-def _cell_list(pos: Tensor, cutoff: float, ids: Tensor) -> tuple[Tensor, Tensor]:
+class _Cells(NamedTuple):
+    """A cell list: ``C`` occupied cells, points grouped by cell.
+
+    ``cell [N]``: cell of each point; ``order [N]``: point indices grouped by cell (stable);
+    ``start [C]``, ``count [C]``: where each cell's points lie in ``order``; ``neighbors [C, 27]``:
+    the occupied cells of the same cloud at offsets ``(-1, 0, 1)^3`` (x slowest, the cell itself
+    included), ``-1`` where that cell is empty.
+    """
+
+    cell: Tensor
+    order: Tensor
+    start: Tensor
+    count: Tensor
+    neighbors: Tensor
+
+
+def _cell_list(pos: Tensor, cutoff: float, ids: Tensor) -> _Cells:
     """Assign points to cubic cells at least ``cutoff`` wide and find each cell's neighbours.
 
+    Two points of the same cloud closer than ``cutoff`` are always in the same or adjacent cells.
     Only occupied cells exist; they are numbered ``0 .. C-1`` by sorting the integer key
     ``(cloud, cx, cy, cz)`` one axis at a time (each level compressed to ``< N`` values, so no key
     exceeds ``N^2`` whatever the spread of the points or the number of clouds).
-
-    Returns:
-        ``cell [N]`` (cell of each point) and ``neighbors [C, 27]`` (the occupied cells of the
-        same cloud adjacent to each cell, itself included; ``-1`` where a cell is empty).
     """
     n = pos.shape[0]
     device = pos.device
@@ -149,14 +163,15 @@ def _cell_list(pos: Tensor, cutoff: float, ids: Tensor) -> tuple[Tensor, Tensor]
         levels.append(key)
         key = inverse
     cell = key
-    num_cells = int(levels[-1].shape[0])
+    order = torch.argsort(cell, stable=True)
+    count = torch.bincount(cell, minlength=int(levels[-1].shape[0]))
+    start = torch.cumsum(count, 0) - count
 
-    # Coordinates and cloud of each cell (from any of its points: they all agree).
-    rep = torch.zeros(num_cells, dtype=torch.long, device=device)
-    rep.scatter_(0, cell, torch.arange(n, device=device))
+    # Coordinates and cloud of each cell, from its first point.
+    rep = order[start]
     cell_coord = coord[rep]
     # Look the neighbours up one axis at a time: 3, then 9, then 27 candidate keys per cell, in
-    # the order of _OFFSETS (x slowest).
+    # the order (-1, 0, 1)^3 with x slowest.
     step = torch.tensor([-1, 0, 1], dtype=torch.long, device=device)
     key = ids[rep][:, None]
     found = torch.ones_like(key, dtype=torch.bool)
@@ -165,7 +180,8 @@ def _cell_list(pos: Tensor, cutoff: float, ids: Tensor) -> tuple[Tensor, Tensor]
         key, hit2 = _rank(levels[k], (key * n)[:, :, None] + r[:, None, :])
         found = found[:, :, None] & hit[:, None, :] & hit2
         key, found = key.flatten(1), found.flatten(1)
-    return cell, torch.where(found, key, torch.full_like(key, -1))
+    neighbors = torch.where(found, key, torch.full_like(key, -1))
+    return _Cells(cell, order, start, count, neighbors)
 
 
 def _cell_list_candidates(pos: Tensor, cutoff: float, ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,22 +192,18 @@ def _cell_list_candidates(pos: Tensor, cutoff: float, ids: Tensor) -> tuple[Tens
     cells. The caller filters by distance.
     """
     device = pos.device
-    cell, neighbors = _cell_list(pos, cutoff, ids)
-    order = torch.argsort(cell, stable=True)  # points grouped by cell
-    cell_count = torch.bincount(cell, minlength=neighbors.shape[0])
-    cell_start = torch.cumsum(cell_count, 0) - cell_count
-
-    nb = neighbors[cell].reshape(-1)  # [N * 27]
+    cells = _cell_list(pos, cutoff, ids)
+    nb = cells.neighbors[cells.cell].reshape(-1)  # [N * 27]
     valid = nb >= 0
     nb = nb.clamp(min=0)
-    count = torch.where(valid, cell_count[nb], torch.zeros_like(nb))
-    start = cell_start[nb]
+    count = torch.where(valid, cells.count[nb], torch.zeros_like(nb))
+    start = cells.start[nb]
 
     slot = torch.repeat_interleave(torch.arange(nb.shape[0], device=device), count)
     first = torch.cumsum(count, 0) - count
     within = torch.arange(slot.shape[0], device=device) - first[slot]
-    src = order[start[slot] + within]
-    dst = torch.div(slot, _OFFSETS.shape[0], rounding_mode="floor")
+    src = cells.order[start[slot] + within]
+    dst = torch.div(slot, _NUM_NEIGHBOR_CELLS, rounding_mode="floor")
     return src, dst
 
 
@@ -231,7 +243,7 @@ def radius_graph(
     if max_num_neighbors is not None and max_num_neighbors < 0:
         raise ValueError(f"radius_graph: max_num_neighbors must be >= 0, got {max_num_neighbors}")
     n = int(pos.shape[0])
-    ids, num_clouds = _compress_batch(batch, n, pos.device)
+    ids, _ = _compress_batch(batch, n, pos.device)
     if n == 0:
         return _empty_edges(pos.device)
     if not bool(torch.isfinite(pos).all()):

@@ -109,10 +109,10 @@ def mirror(cloud: PointCloud) -> PointCloud:
     Example:
         >>> m = mirror(tetris("train")[0])
         >>> m.pos[:, 0].tolist(), int(m.targets["label"])
-        ([-0.0, -0.0, -1.0, -1.0], 1)
+        ([0.0, 0.0, -1.0, -1.0], 1)
     """
     pos = cloud.pos.clone()
-    pos[:, 0] = -pos[:, 0]
+    pos[:, 0] = 0.0 - pos[:, 0]  # (not -x: keeps 0.0 rather than -0.0)
     targets = dict(cloud.targets)
     if "label" in targets:
         label = targets["label"]

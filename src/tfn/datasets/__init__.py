@@ -1,0 +1,46 @@
+"""Synthetic data sets from the Tensor Field Network paper.
+
+Every generator is deterministic given its ``seed`` (its own ``numpy.random.default_rng``; the
+global random state is never touched), computes in float64 and returns a ``list`` of
+:class:`tfn.data.PointCloud` in the requested ``dtype`` (float32 by default); batch them with
+:func:`tfn.data.collate`.
+
+==========  ==================  ============================  =================================
+generator   points              features (irreps)             target (irreps)
+==========  ==================  ============================  =================================
+tetris      4 cube centres      ones ``[4, 1]`` (``1x0e``)     ``"label"``: class, per cloud
+gravity     2-10 point masses   masses ``[n, 1]`` (``1x0e``)   ``"acceleration"`` ``[n, 3]``,
+                                                              per point (``1o``)
+inertia     15 point masses     masses ``[n, 1]`` (``1x0e``)   ``"inertia"`` ``[3, 3]``, per
+                                                              cloud (``0e + 2e``)
+==========  ==================  ============================  =================================
+
+* :func:`tetris`: classify the 8 shapes of 4 cubes (``TETRIS_SHAPES``); train on the canonical
+  orientations, test on random rotations. :func:`mirror` reflects a cloud and maps the label to
+  the mirror image's class (the two chiral shapes swap).
+* :func:`gravity`: acceleration of each mass due to all others (Newton, constant ``G``);
+  :func:`gravitational_acceleration` computes it for any positions.
+* :func:`inertia`: inertia tensor about the origin (the first point, mass 0);
+  :func:`inertia_tensor` computes it for any positions.
+
+Example:
+    >>> from tfn.data import collate
+    >>> batch = collate(gravity(4, seed=0))
+    >>> batch.num_clouds, batch.targets["acceleration"].shape[0] == batch.num_points
+    (4, True)
+"""
+
+from tfn.datasets.gravity import gravitational_acceleration, gravity
+from tfn.datasets.inertia import inertia, inertia_tensor
+from tfn.datasets.tetris import TETRIS_POINTS, TETRIS_SHAPES, mirror, tetris
+
+__all__ = [
+    "TETRIS_POINTS",
+    "TETRIS_SHAPES",
+    "gravitational_acceleration",
+    "gravity",
+    "inertia",
+    "inertia_tensor",
+    "mirror",
+    "tetris",
+]

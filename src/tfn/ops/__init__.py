@@ -1,0 +1,19 @@
+"""Tensor products: the description of an operation (paths) apart from its execution (kernels)."""
+
+from tfn.ops.paths import (
+    Path,
+    TensorProductDescription,
+    channelwise_paths,
+    fully_connected_paths,
+    reachable_irreps,
+)
+from tfn.ops.tensor_product import TensorProduct
+
+__all__ = [
+    "Path",
+    "TensorProduct",
+    "TensorProductDescription",
+    "channelwise_paths",
+    "fully_connected_paths",
+    "reachable_irreps",
+]
