@@ -188,9 +188,19 @@ def equivariance_error(
             identity, 3 * torch.randn(3, generator=generator, dtype=torch.float64), None
         )
     if permutations and n > 1:
-        kinds["permutation"] = lambda: _Transform(
-            identity, zero, torch.randperm(n, generator=generator)
-        )
+        # The first draw is a cyclic shift, so that no point keeps its place.
+        drawn = []
+
+        def permutation() -> _Transform:
+            perm = (
+                torch.roll(torch.arange(n), 1)
+                if not drawn
+                else torch.randperm(n, generator=generator)
+            )
+            drawn.append(perm)
+            return _Transform(identity, zero, perm)
+
+        kinds["permutation"] = permutation
 
     def combined() -> _Transform:
         R = random_rotation(1, generator, torch.float64)[0]

@@ -72,6 +72,7 @@ class TensorProduct(nn.Module):
                 group.width += d3
         self._groups = [groups[i] for i in sorted(groups)]
 
+        self._cg64: list[torch.Tensor] = []  # float64 masters: see _apply
         for g, group in enumerate(self._groups):
             _, mul1, d1 = self._in1[group.i_in1]
             # Contraction of input 2 with the group's Clebsch-Gordan tensors.
@@ -90,11 +91,21 @@ class TensorProduct(nn.Module):
                     mul2 = path.weight_shape[1]
                     u = torch.arange(mul1)[:, None]
                     weight_index[:, start : start + d3] = path.weight_start + u * mul2 + v
-            cg = cg.reshape(d.irreps_in2.dim, d1 * group.width).to(torch.get_default_dtype())
-            self.register_buffer(f"cg_{g}", cg, persistent=False)
+            cg = cg.reshape(d.irreps_in2.dim, d1 * group.width)
+            self._cg64.append(cg)
+            self.register_buffer(f"cg_{g}", cg.to(torch.get_default_dtype()), persistent=False)
             self.register_buffer(f"weight_index_{g}", weight_index.reshape(-1), persistent=False)
             group.targets = targets  # type: ignore[attr-defined]
         self._mode = d.paths[0].mode if d.paths else "uvu"
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .float() then .double() must not leave float32-rounded coefficients behind: rebuild
+        # the Clebsch-Gordan buffers from their float64 masters at the new dtype and device.
+        super()._apply(fn, recurse)
+        for g, master in enumerate(self._cg64):
+            current = getattr(self, f"cg_{g}")
+            setattr(self, f"cg_{g}", master.to(dtype=current.dtype, device=current.device))
+        return self
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         d = self.description

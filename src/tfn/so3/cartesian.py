@@ -15,6 +15,7 @@ from functools import cache
 import torch
 
 from tfn.so3.clebsch_gordan import clebsch_gordan
+from tfn.so3.harmonics import spherical_harmonics
 from tfn.so3.irreps import Irreps
 
 __all__ = ["CartesianTensor"]
@@ -37,6 +38,16 @@ def _parse(formula: str) -> tuple[str, list[tuple[int, tuple[int, ...]]]]:
             )
         relations.append((sign, tuple(indices.index(c) for c in perm)))
     return indices, relations
+
+
+_PROBE = torch.tensor([0.31, -0.52, 0.79], dtype=torch.float64)
+
+
+def _probe_power(n: int) -> torch.Tensor:
+    out = _PROBE
+    for _ in range(n - 1):
+        out = torch.outer(out, _PROBE).reshape(-1)
+    return out
 
 
 @cache
@@ -79,8 +90,17 @@ def _change_of_basis(formula: str) -> tuple[Irreps, torch.Tensor]:
         # A deterministic sign: make the largest entry of each kept vector positive.
         signs = torch.sign(keep.gather(0, keep.abs().argmax(0, keepdim=True)))
         keep = keep * signs
+        block = torch.einsum("uw,uax->wax", keep, Q)  # [copies, 2l+1, dim]
+        # Prefer the sign that makes the n-th tensor power of a vector r map to +Y_l(r), as
+        # e3nn does (so "ij=ji" of r r^T is (|r|^2/sqrt3, +c Y_2(r))); blocks that r (x) .. (x) r
+        # does not reach keep the sign chosen above.
+        power = _probe_power(n)
+        harmonic = spherical_harmonics(l, _PROBE, normalize=False)
+        overlap = torch.einsum("wax,x,a->w", block, power, harmonic)
+        flip = torch.where(overlap.abs() > 1e-9, torch.sign(overlap), torch.ones_like(overlap))
+        block = block * flip[:, None, None]
         irreps.append((keep.shape[1], (l, parity)))
-        rows.append(torch.einsum("uw,uax->wax", keep, Q).reshape(-1, dim))
+        rows.append(block.reshape(-1, dim))
     basis = torch.cat(rows) if rows else torch.zeros(0, dim, dtype=torch.float64)
     basis = torch.where(basis.abs() < 1e-14, torch.zeros_like(basis), basis)
     return Irreps(irreps), basis

@@ -88,6 +88,8 @@ class Irreps(tuple):
     def __new__(cls, irreps: IrrepsLike = ()) -> Irreps:
         if isinstance(irreps, Irreps):
             return super().__new__(cls, irreps)
+        if type(irreps).__module__.startswith("e3nn"):  # e3nn.o3.Irreps / Irrep: same notation
+            irreps = str(irreps)
         items: list[MulIrrep] = []
         if isinstance(irreps, str):
             text = irreps.strip()
@@ -201,15 +203,19 @@ class Irreps(tuple):
         return Irreps(other) + self
 
     def __mul__(self, n: int) -> Irreps:  # type: ignore[override]
+        """``n * irreps`` multiplies every multiplicity: ``2 * Irreps("0e")`` is ``2x0e``."""
         return Irreps([(mul * n, ir) for mul, ir in self])
 
+    __rmul__ = __mul__
+
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irreps(other)
-            except ValueError:
-                return False
-        return isinstance(other, tuple) and tuple(self) == tuple(Irreps(other))
+        if not isinstance(other, (str, tuple, list)):
+            return False
+        try:
+            other = Irreps(other)
+        except (ValueError, TypeError):
+            return False
+        return tuple(self) == tuple(other)
 
     def __ne__(self, other: object) -> bool:
         return not self == other

@@ -179,7 +179,8 @@ def angles_to_matrix(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tenso
 def matrix_to_angles(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`angles_to_matrix`: ``beta`` in ``[0, pi]``, the others in ``(-pi, pi]``.
 
-    At the gimbal-lock poles (``beta`` = 0 or pi) ``gamma`` is set to 0.
+    At the gimbal-lock poles (``beta`` = 0 or pi) ``alpha`` is set to 0 and ``gamma`` carries
+    the whole rotation about ``y``.
 
     Example:
         >>> a, b, c = torch.tensor(0.3), torch.tensor(1.2), torch.tensor(-2.0)
@@ -188,7 +189,8 @@ def matrix_to_angles(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     """
     # R @ e_y = R_y(alpha) R_x(beta) e_y gives alpha and beta; then gamma from the rest.
     y = R[..., :, 1]
-    beta = torch.acos(y[..., 1].clamp(-1, 1))
+    # atan2 instead of acos keeps full precision near the poles.
+    beta = torch.atan2(torch.hypot(y[..., 0], y[..., 2]), y[..., 1])
     alpha = torch.atan2(y[..., 0], y[..., 2])
     pole = torch.sin(beta).abs() < 1e-9
     alpha = torch.where(pole, torch.zeros_like(alpha), alpha)

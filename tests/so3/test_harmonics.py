@@ -1,0 +1,397 @@
+"""Spherical harmonics: convention, normalisations, equivariance, derivatives, high degree."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from tfn.so3 import Irreps, SphericalHarmonics, random_rotation, spherical_harmonics, wigner_D
+from tfn.testing import assert_equivariant
+
+F64 = torch.float64
+LMAX = 16
+
+
+def _points(n: int, seed: int, dtype=F64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=F64).to(dtype)
+
+
+def _blocks(Y: torch.Tensor, ls) -> list[torch.Tensor]:
+    out, start = [], 0
+    for l in ls:
+        out.append(Y[..., start : start + 2 * l + 1])
+        start += 2 * l + 1
+    return out
+
+
+def _legendre(l: int, t: torch.Tensor) -> torch.Tensor:
+    """Legendre polynomial P_l(t) by the three-term (Bonnet) recurrence."""
+    p_prev, p = torch.ones_like(t), t
+    if l == 0:
+        return p_prev
+    for n in range(1, l):
+        p_prev, p = p, ((2 * n + 1) * t * p - n * p_prev) / (n + 1)
+    return p
+
+
+# ----------------------------------------------------------------------------- an independent
+# reference: real harmonics (no Condon-Shortley phase), y polar axis, from Rodrigues' formula in
+# exact rational arithmetic, evaluated with 40 significant digits.
+
+
+def _legendre_coefficients(l: int) -> list[Fraction]:
+    """Coefficients (index = power) of P_l = d^l/dt^l (t^2 - 1)^l / (2^l l!)."""
+    poly = [Fraction(0)] * (2 * l + 1)
+    for k in range(l + 1):  # (t^2 - 1)^l = sum_k C(l, k) t^(2k) (-1)^(l-k)
+        poly[2 * k] = Fraction(math.comb(l, k) * (-1) ** (l - k))
+    for _ in range(l):
+        poly = [poly[i] * i for i in range(1, len(poly))]
+    return [c / (2**l * math.factorial(l)) for c in poly]
+
+
+def _reference_harmonics(l: int, xyz: np.ndarray) -> np.ndarray:
+    """Orthonormal ("integral") real harmonics of degree l at the rows of xyz, float64."""
+    mpmath = pytest.importorskip("mpmath")
+    coefficients = _legendre_coefficients(l)
+    derivatives = [coefficients]
+    for _ in range(l):
+        c = derivatives[-1]
+        derivatives.append([c[i] * i for i in range(1, len(c))])
+    out = np.zeros((len(xyz), 2 * l + 1))
+    with mpmath.workdps(40):
+        for n, (x, y, z) in enumerate(xyz.tolist()):
+            x, y, z = mpmath.mpf(x), mpmath.mpf(y), mpmath.mpf(z)
+            r = mpmath.sqrt(x * x + y * y + z * z)
+            # polar axis y; azimuth in the (z, x) plane: (x', y', z') = (z, x, y)
+            xp, yp, t = z / r, x / r, y / r
+            for m in range(l + 1):
+                poly = sum(
+                    mpmath.mpf(c.numerator) / c.denominator * t**i
+                    for i, c in enumerate(derivatives[m])
+                )
+                w = mpmath.mpc(xp, yp) ** m  # sin(theta)^m e^{i m phi}
+                norm = mpmath.sqrt(
+                    (2 * l + 1)
+                    / (4 * mpmath.pi)
+                    * mpmath.factorial(l - m)
+                    / mpmath.factorial(l + m)
+                )
+                if m == 0:
+                    out[n, l] = float(norm * poly)
+                else:
+                    out[n, l + m] = float(mpmath.sqrt(2) * norm * poly * w.real)
+                    out[n, l - m] = float(mpmath.sqrt(2) * norm * poly * w.imag)
+    return out
+
+
+# ----------------------------------------------------------------------------- convention
+
+
+def test_l0_and_l1_blocks():
+    x = _points(20, 0)
+    Y = spherical_harmonics([0, 1], x)
+    torch.testing.assert_close(Y[:, 0], torch.ones(20, dtype=F64), atol=1e-14, rtol=0)
+    expected = math.sqrt(3) * x / x.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(Y[:, 1:], expected, atol=1e-14, rtol=0)
+    # the docstring example: a vector along z
+    torch.testing.assert_close(
+        spherical_harmonics(1, torch.tensor([[0.0, 0.0, 2.0]], dtype=F64)),
+        torch.tensor([[0.0, 0.0, math.sqrt(3)]], dtype=F64),
+    )
+
+
+def test_l2_block_explicit_formula():
+    x = _points(20, 1)
+    x = x / x.norm(dim=-1, keepdim=True)
+    a, b, c = x.unbind(-1)  # x, y, z
+    s15 = math.sqrt(15)
+    expected = torch.stack(
+        [
+            s15 * a * c,
+            s15 * a * b,
+            math.sqrt(5) * (b * b - (a * a + c * c) / 2),
+            s15 * b * c,
+            s15 / 2 * (c * c - a * a),
+        ],
+        dim=-1,
+    )
+    torch.testing.assert_close(spherical_harmonics(2, x), expected, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("l", [0, 1, 2, 3, 5, 8, 12, 16, 20])
+def test_against_independent_reference(l):
+    x = _points(6, 2 + l)
+    x = torch.cat(
+        [x, torch.tensor([[0, 1.0, 0], [0, -2.0, 0], [1.0, 0, 0], [0, 0, -1.0]], dtype=F64)]
+    )
+    ref = torch.from_numpy(_reference_harmonics(l, x.numpy()))
+    ours = spherical_harmonics(l, x, normalization="integral")
+    assert torch.isfinite(ours).all()
+    scale = ref.abs().max()
+    assert float((ours - ref).abs().max() / scale) < 1e-12
+
+
+def test_agrees_with_e3nn():
+    o3 = pytest.importorskip("e3nn.o3")
+    x = _points(50, 3)
+    for normalization in ("component", "norm", "integral"):
+        for l in range(12):
+            ours = spherical_harmonics(l, x, normalization=normalization)
+            theirs = o3.spherical_harmonics(l, x, True, normalization=normalization)
+            torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+    ours = spherical_harmonics(list(range(5)), x, normalize=False, normalization="integral")
+    theirs = o3.spherical_harmonics(list(range(5)), x, False)  # e3nn default: integral
+    torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+
+
+# ----------------------------------------------------------------------------- equivariance
+
+
+def test_equivariance_every_degree():
+    ls = list(range(LMAX + 1))
+    x = _points(30, 4)
+    R = random_rotation(4, torch.Generator().manual_seed(5), F64)
+    Y = spherical_harmonics(ls, x)
+    Y_rot = spherical_harmonics(ls, x @ R.transpose(-1, -2))  # [4, 30, dim]
+    for l, a, b in zip(ls, _blocks(Y_rot, ls), _blocks(Y, ls)):
+        torch.testing.assert_close(a, b @ wigner_D(l, R).transpose(-1, -2), atol=1e-11, rtol=0)
+
+
+def test_rotation_about_the_polar_axis_rotates_m_pairs():
+    """About y, the pair (m, -m) turns by m*alpha: an independent check of the m ordering."""
+    alpha = 0.37
+    c, s = math.cos(alpha), math.sin(alpha)
+    Ry = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=F64)
+    x = _points(10, 6)
+    for l in [1, 2, 5, 9]:
+        D = torch.zeros(2 * l + 1, 2 * l + 1, dtype=F64)
+        D[l, l] = 1
+        for m in range(1, l + 1):
+            cm, sm = math.cos(m * alpha), math.sin(m * alpha)
+            D[l + m, l + m], D[l + m, l - m] = cm, -sm
+            D[l - m, l - m], D[l - m, l + m] = cm, sm
+        torch.testing.assert_close(
+            spherical_harmonics(l, x @ Ry.T), spherical_harmonics(l, x) @ D.T, atol=1e-13, rtol=0
+        )
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_oracle(normalize):
+    ls = "0e + 1o + 2e + 3o + 4e + 5o + 6e"
+    assert_equivariant(
+        lambda pos: spherical_harmonics(ls, pos, normalize=normalize),
+        "cartesian_points",
+        ls,
+        translations=False,
+    )
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_parity(normalize):
+    ls = list(range(LMAX + 1))
+    x = _points(20, 7)
+    Y, Y_neg = spherical_harmonics(ls, x, normalize), spherical_harmonics(ls, -x, normalize)
+    for l, a, b in zip(ls, _blocks(Y_neg, ls), _blocks(Y, ls)):
+        torch.testing.assert_close(a, (-1) ** l * b, atol=1e-12 * b.abs().max(), rtol=0)
+
+
+# ----------------------------------------------------------------------------- normalisations
+
+
+def test_pointwise_norms():
+    ls = list(range(LMAX + 1))
+    x = _points(40, 8)
+    expected = {
+        "component": lambda l: 2 * l + 1,
+        "norm": lambda l: 1.0,
+        "integral": lambda l: (2 * l + 1) / (4 * math.pi),
+    }
+    for normalization, value in expected.items():
+        Y = spherical_harmonics(ls, x, normalization=normalization)
+        for l, block in zip(ls, _blocks(Y, ls)):
+            sq = (block * block).sum(-1)
+            torch.testing.assert_close(
+                sq, torch.full_like(sq, value(l)), atol=1e-12 * value(l), rtol=0
+            )
+
+
+def test_addition_theorem():
+    x, y = _points(30, 9), _points(30, 10)
+    t = (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))
+    for l in range(LMAX + 1):
+        Yx = spherical_harmonics(l, x, normalization="integral")
+        Yy = spherical_harmonics(l, y, normalization="integral")
+        lhs = (Yx * Yy).sum(-1)
+        rhs = (2 * l + 1) / (4 * math.pi) * _legendre(l, t)
+        torch.testing.assert_close(lhs, rhs, atol=1e-12 * (2 * l + 1), rtol=0)
+
+
+def test_legendre_helper():
+    t = torch.linspace(-1, 1, 7, dtype=F64)
+    torch.testing.assert_close(_legendre(2, t), (3 * t**2 - 1) / 2)
+    torch.testing.assert_close(_legendre(3, t), (5 * t**3 - 3 * t) / 2)
+    torch.testing.assert_close(_legendre(9, torch.ones(1, dtype=F64)), torch.ones(1, dtype=F64))
+
+
+def _quadrature(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and weights exact for polynomials of degree <= 2 lmax on the sphere (z axis)."""
+    nodes, weights = np.polynomial.legendre.leggauss(lmax + 2)
+    n_phi = 2 * lmax + 3
+    phi = 2 * np.pi * np.arange(n_phi) / n_phi
+    ct, p = np.meshgrid(nodes, phi, indexing="ij")
+    st = np.sqrt(1 - ct**2)
+    xyz = np.stack([st * np.cos(p), st * np.sin(p), ct], -1).reshape(-1, 3)
+    w = np.repeat(weights, n_phi) * (2 * np.pi / n_phi)
+    return torch.from_numpy(xyz), torch.from_numpy(w)
+
+
+def test_orthonormality_by_quadrature():
+    lmax = 12
+    xyz, w = _quadrature(lmax)
+    ls = list(range(lmax + 1))
+    dims = torch.tensor([2 * l + 1 for l in ls for _ in range(2 * l + 1)], dtype=F64)
+    expected = {
+        "integral": torch.ones_like(dims),
+        "component": torch.full_like(dims, 4 * math.pi),
+        "norm": 4 * math.pi / dims,
+    }
+    for normalization, diag in expected.items():
+        Y = spherical_harmonics(ls, xyz, normalization=normalization)
+        gram = Y.T @ (w[:, None] * Y)
+        torch.testing.assert_close(gram, torch.diag(diag), atol=1e-12, rtol=0)
+
+
+# ----------------------------------------------------------------------------- normalize=False
+
+
+def test_unnormalized_is_solid_harmonic():
+    ls = list(range(LMAX + 1))
+    x = _points(20, 11)
+    r = x.norm(dim=-1, keepdim=True)
+    Y_unit = spherical_harmonics(ls, x)
+    Y_solid = spherical_harmonics(ls, x, normalize=False)
+    for l, a, b in zip(ls, _blocks(Y_solid, ls), _blocks(Y_unit, ls)):
+        torch.testing.assert_close(a, r**l * b, atol=1e-12 * float((r**l).max()), rtol=0)
+    for c in [0.5, 3.0, -2.0]:  # homogeneous of degree l (negative c: parity)
+        Y_scaled = spherical_harmonics(ls, c * x, normalize=False)
+        for l, a, b in zip(ls, _blocks(Y_scaled, ls), _blocks(Y_solid, ls)):
+            torch.testing.assert_close(
+                a, c**l * b, atol=1e-11 * float(b.abs().max()) * abs(c) ** l, rtol=0
+            )
+
+
+def test_unnormalized_at_origin():
+    Y = spherical_harmonics(list(range(5)), torch.zeros(1, 3, dtype=F64), normalize=False)
+    expected = torch.zeros(1, 25, dtype=F64)
+    expected[0, 0] = 1.0
+    torch.testing.assert_close(Y, expected, atol=0, rtol=0)
+
+
+def test_solid_harmonics_are_harmonic():
+    """The Laplacian of r^l Y_l vanishes: a convention-free check of the polynomials."""
+    x = _points(5, 12).requires_grad_(True)
+    ls = list(range(7))
+    Y = spherical_harmonics(ls, x, normalize=False)
+    lap = torch.zeros_like(Y)
+    for k in range(Y.shape[-1]):
+        (g,) = torch.autograd.grad(Y[:, k].sum(), x, create_graph=True)
+        for i in range(3):
+            (gg,) = torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)
+            lap[:, k] += gg[:, i]
+    assert float(lap.abs().max()) < 1e-10
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_degree_argument_forms():
+    x = _points(7, 13)
+    full = spherical_harmonics([0, 1, 2, 3], x)
+    torch.testing.assert_close(spherical_harmonics(3, x), full[:, 9:])
+    torch.testing.assert_close(spherical_harmonics(range(4), x), full)
+    torch.testing.assert_close(spherical_harmonics("0e + 1o + 2e + 3o", x), full)
+    torch.testing.assert_close(spherical_harmonics(Irreps.spherical_harmonics(3), x), full)
+    torch.testing.assert_close(
+        spherical_harmonics([2, 0], x), torch.cat([full[:, 4:9], full[:, :1]], -1)
+    )  # order as given
+    torch.testing.assert_close(
+        spherical_harmonics("2x1o + 0e", x),
+        torch.cat([full[:, 1:4], full[:, 1:4], full[:, :1]], -1),
+    )
+    for bad in ["1e", "0e + 2o", "0o"]:
+        with pytest.raises(ValueError, match="parity"):
+            spherical_harmonics(bad, x)
+    with pytest.raises(ValueError):
+        spherical_harmonics([], x)
+    with pytest.raises(ValueError):
+        spherical_harmonics([1, -1], x)
+    with pytest.raises(ValueError, match="normalization"):
+        spherical_harmonics(1, x, normalization="unit")
+    with pytest.raises(ValueError, match="3"):
+        spherical_harmonics(1, torch.randn(4, 2))
+
+
+def test_batch_shapes():
+    x = _points(24, 14).reshape(2, 3, 4, 3)
+    Y = spherical_harmonics([0, 1, 2], x)
+    assert Y.shape == (2, 3, 4, 9)
+    torch.testing.assert_close(Y.reshape(-1, 9), spherical_harmonics([0, 1, 2], x.reshape(-1, 3)))
+    assert spherical_harmonics(2, torch.zeros(0, 3)).shape == (0, 5)
+    assert spherical_harmonics(2, torch.tensor([1.0, 2.0, 3.0])).shape == (5,)
+
+
+def test_module():
+    sh = SphericalHarmonics("0e + 1o + 2e", normalization="norm")
+    assert sh.irreps_out == Irreps("0e + 1o + 2e")
+    x = _points(5, 15)
+    torch.testing.assert_close(sh(x), spherical_harmonics([0, 1, 2], x, normalization="norm"))
+    assert SphericalHarmonics([1, 1, 0]).irreps_out == Irreps("2x1o + 0e")
+    with pytest.raises(ValueError):
+        SphericalHarmonics("1e")
+
+
+# ----------------------------------------------------------------------------- float32, grads
+
+
+def test_float32_matches_float64():
+    ls = list(range(9))
+    x = _points(200, 16)
+    Y64 = spherical_harmonics(ls, x)
+    Y32 = spherical_harmonics(ls, x.float())
+    assert Y32.dtype == torch.float32
+    for l, a, b in zip(ls, _blocks(Y32, ls), _blocks(Y64, ls)):
+        assert float((a.double() - b).abs().max()) < 1e-5 * math.sqrt(2 * l + 1)
+    R = random_rotation(1, torch.Generator().manual_seed(0), torch.float32)[0]
+    torch.testing.assert_close(
+        spherical_harmonics(4, x.float() @ R.T),
+        spherical_harmonics(4, x.float()) @ wigner_D(4, R).T,
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_gradcheck(normalize):
+    x = _points(3, 17).requires_grad_(True)
+    ls = list(range(7))
+
+    def fn(v):
+        return spherical_harmonics(ls, v, normalize=normalize)
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_gradient_of_l1_normalized():
+    """d/dx of sqrt(3) x/|x| is sqrt(3) (I - u u^T)/|x|."""
+    x = _points(1, 18)[0].requires_grad_(True)
+    J = torch.autograd.functional.jacobian(lambda v: spherical_harmonics(1, v), x)
+    r = x.detach().norm()
+    u = x.detach() / r
+    expected = math.sqrt(3) * (torch.eye(3, dtype=F64) - torch.outer(u, u)) / r
+    torch.testing.assert_close(J, expected, atol=1e-13, rtol=0)

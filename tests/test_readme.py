@@ -1,0 +1,20 @@
+"""The README's Python examples run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = (
+    re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if README.exists() else []
+)
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code: str) -> None:
+    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_has_examples() -> None:
+    assert BLOCKS, "README.md has no python example"
