@@ -161,7 +161,7 @@ def cartesian_change_of_basis(formula: str) -> torch.Tensor:
     Compares :class:`tfn.so3.CartesianTensor` with ``e3nn.io.CartesianTensor`` for the same
     formula at runtime (needs e3nn). Both are orthogonal change of bases onto the same irreps, so
     ``M`` is block diagonal by irrep type; for the common formulas (``"ij"``, ``"ij=ji"``) it is
-    diagonal with entries +-1 (tfn's ``2e`` block of a rank-2 tensor is minus e3nn's).
+    the identity.
     """
     _import_e3nn()
     from e3nn.io import CartesianTensor as E3nnCartesianTensor
