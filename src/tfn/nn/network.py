@@ -206,6 +206,8 @@ class TensorFieldNetwork(nn.Module):
 
     def _graph(self, pos: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
         if self.cutoff is None:
+            if batch is None:  # one cloud; the index also fixes the device of the edges
+                batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
             return full_graph(batch, pos.shape[0])
         return radius_graph(pos, self.cutoff, batch)
 

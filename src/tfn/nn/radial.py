@@ -33,13 +33,13 @@ class GaussianBasis(nn.Module):
             )
         self.num_basis = num_basis
         self.max_radius = float(max_radius)
-        self.register_buffer(
-            "centers", torch.linspace(start, max_radius, num_basis), persistent=False
-        )
+        self.start = float(start)
         self.width = (max_radius - start) / max(num_basis - 1, 1)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        diff = (r[..., None] - self.centers.to(r.dtype)) / self.width
+        # Built at the input's dtype on every call: a float64 model keeps exact centres.
+        steps = torch.arange(self.num_basis, dtype=r.dtype, device=r.device)
+        diff = (r[..., None] - (self.start + self.width * steps)) / self.width
         return torch.exp(-0.5 * diff * diff)
 
 
@@ -59,14 +59,12 @@ class BesselBasis(nn.Module):
             )
         self.num_basis = num_basis
         self.max_radius = float(max_radius)
-        self.register_buffer(
-            "frequencies", torch.arange(1, num_basis + 1) * math.pi / max_radius, persistent=False
-        )
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         r = r[..., None]
         prefactor = math.sqrt(2.0 / self.max_radius)
-        return prefactor * torch.sin(self.frequencies.to(r.dtype) * r) / r
+        k = torch.arange(1, self.num_basis + 1, dtype=r.dtype, device=r.device)
+        return prefactor * torch.sin(k * (math.pi / self.max_radius) * r) / r
 
 
 class PolynomialEnvelope(nn.Module):
