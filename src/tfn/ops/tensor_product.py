@@ -4,13 +4,18 @@
 per edge, or one shared vector), as in e3nn-jax, so learnable parts (a radial network, a
 parameter) live elsewhere.
 
-How it runs. Paths are grouped by their entry of input 1 (multiplicity ``U``, dimension
-``d1``). For each group, input 2 is contracted once with all the group's Clebsch-Gordan
-tensors (a single small matmul giving ``B [E, d1, K]``, ``K`` the summed output dimension of
-the group's paths), then one batched matmul ``x1 [E, U, d1] @ B`` produces every path's output
-for every channel at once. Channel-wise weights are then one gather and one multiply; fully
-connected weights one batched matmul per path. Work is a handful of large operations per
-entry of input 1, never a loop over channels or components.
+How it runs.
+
+* Channel-wise (``"uvu"``): paths are grouped by their entry of input 1 (multiplicity ``U``,
+  dimension ``d1``). Input 2 is contracted once with all the group's Clebsch-Gordan tensors
+  (one small matmul giving ``B [E, d1, K]``, ``K`` the summed output dimension of the
+  group's paths); one batched matmul ``x1 [E, U, d1] @ B`` then yields every path's output for
+  every channel; each path's block is scaled by its per-channel weight.
+* Fully connected (``"uvw"``): per path, weights mix the channels of input 1
+  (``bmm(W^T, x1)``), then one batched matmul with the contracted Clebsch-Gordan tensor.
+
+Inputs, weights and results are cut with ``split`` (whose backward is one concatenation)
+rather than slicing (whose backward allocates a zero tensor per slice).
 """
 
 from __future__ import annotations
@@ -22,15 +27,6 @@ from tfn.ops.paths import TensorProductDescription
 from tfn.so3.clebsch_gordan import clebsch_gordan
 
 __all__ = ["TensorProduct"]
-
-
-class _Group:
-    """Static plan for the paths that share one entry of input 1."""
-
-    def __init__(self, i_in1: int) -> None:
-        self.i_in1 = i_in1
-        self.columns: list[tuple[int, int, int, int]] = []  # (path index, copy v, col start, d3)
-        self.width = 0
 
 
 class TensorProduct(nn.Module):
@@ -53,62 +49,78 @@ class TensorProduct(nn.Module):
 
     def __init__(self, description: TensorProductDescription) -> None:
         super().__init__()
-        self.description = description
         d = description
+        self.description = d
         self.irreps_in1, self.irreps_in2, self.irreps_out = d.irreps_in1, d.irreps_in2, d.irreps_out
         self.weight_numel = d.weight_numel
-        in1_offsets = [s.start for s in d.irreps_in1.slices()]
-        in2_offsets = [s.start for s in d.irreps_in2.slices()]
-        self._in1 = [(in1_offsets[i], mul, ir.dim) for i, (mul, ir) in enumerate(d.irreps_in1)]
+        self.mode = d.paths[0].mode if d.paths else "uvu"
+        self._in1_sizes = [mi.dim for mi in d.irreps_in1]
+        self._in2_sizes = [mi.dim for mi in d.irreps_in2]
         self._out = [(mul, ir.dim) for mul, ir in d.irreps_out]
+        self._masters: dict[str, torch.Tensor] = {}  # float64 originals of the buffers: see _apply
+        if self.mode == "uvu":
+            self._plan_channelwise(d)
+        else:
+            self._plan_fully_connected(d)
 
-        groups: dict[int, _Group] = {}
+    def _buffer(self, name: str, value: torch.Tensor) -> None:
+        self._masters[name] = value
+        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=False)
+
+    def _cg_block(self, path_index: int) -> torch.Tensor:
+        path = self.description.paths[path_index]
+        ir1, ir2, ir3 = self.description.path_irreps(path)
+        return clebsch_gordan(ir1.l, ir2.l, ir3.l) * path.coefficient  # [d1, d2, d3]
+
+    def _plan_channelwise(self, d: TensorProductDescription) -> None:
+        in2_offsets = [s.start for s in d.irreps_in2.slices()]
+        by_in1: dict[int, list[int]] = {}
         for index, path in enumerate(d.paths):
-            group = groups.setdefault(path.i_in1, _Group(path.i_in1))
-            mul2 = d.irreps_in2[path.i_in2].mul
-            d3 = d.irreps_out[path.i_out].ir.dim
-            for v in range(mul2):
-                group.columns.append((index, v, group.width, d3))
-                group.width += d3
-        self._groups = [groups[i] for i in sorted(groups)]
-
-        self._cg64: list[torch.Tensor] = []  # float64 masters: see _apply
-        for g, group in enumerate(self._groups):
-            _, mul1, d1 = self._in1[group.i_in1]
-            # Contraction of input 2 with the group's Clebsch-Gordan tensors.
-            cg = torch.zeros(d.irreps_in2.dim, d1, group.width, dtype=torch.float64)
-            # Where each output column lands: (out entry, component); and channel-wise weights.
-            targets = []
-            weight_index = torch.zeros(mul1, group.width, dtype=torch.long)
-            for index, v, start, d3 in group.columns:
+            by_in1.setdefault(path.i_in1, []).append(index)
+        # One group per entry of input 1; its columns are the sub-paths (path, copy v of in2).
+        self._groups: list[tuple[int, int, int, list[tuple[int, int, int]]]] = []
+        for g, (i1, indices) in enumerate(sorted(by_in1.items())):
+            mul1, d1 = d.irreps_in1[i1].mul, d.irreps_in1[i1].ir.dim
+            columns, width = [], 0
+            for index in indices:
                 path = d.paths[index]
-                ir1, ir2, ir3 = d.path_irreps(path)
-                C = clebsch_gordan(ir1.l, ir2.l, ir3.l) * path.coefficient
-                row = in2_offsets[path.i_in2] + v * ir2.dim
-                cg[row : row + ir2.dim, :, start : start + d3] = C.permute(1, 0, 2)
-                targets.append((path.i_out, start, d3))
-                if path.mode == "uvu":
-                    mul2 = path.weight_shape[1]
-                    u = torch.arange(mul1)[:, None]
-                    weight_index[:, start : start + d3] = path.weight_start + u * mul2 + v
-            cg = cg.reshape(d.irreps_in2.dim, d1 * group.width)
-            self._cg64.append(cg)
-            self.register_buffer(f"cg_{g}", cg.to(torch.get_default_dtype()), persistent=False)
-            self.register_buffer(f"weight_index_{g}", weight_index.reshape(-1), persistent=False)
-            group.targets = targets  # type: ignore[attr-defined]
-        self._mode = d.paths[0].mode if d.paths else "uvu"
+                for v in range(d.irreps_in2[path.i_in2].mul):
+                    columns.append((index, v, d.irreps_out[path.i_out].ir.dim))
+                    width += d.irreps_out[path.i_out].ir.dim
+            cg = torch.zeros(d.irreps_in2.dim, d1, width, dtype=torch.float64)
+            start = 0
+            for index, v, d3 in columns:
+                path = d.paths[index]
+                d2 = d.irreps_in2[path.i_in2].ir.dim
+                row = in2_offsets[path.i_in2] + v * d2
+                cg[row : row + d2, :, start : start + d3] = self._cg_block(index).permute(1, 0, 2)
+                start += d3
+            self._buffer(f"cg_{g}", cg.reshape(d.irreps_in2.dim, d1 * width))
+            self._groups.append((i1, mul1, d1, columns))
+
+    def _plan_fully_connected(self, d: TensorProductDescription) -> None:
+        in2_copies = [(i2, v) for i2, (mul, _) in enumerate(d.irreps_in2) for v in range(mul)]
+        self._in2_copy = {copy: k for k, copy in enumerate(in2_copies)}
+        self._sub_paths: list[tuple[int, int, int, int]] = []  # (path index, copy k, v, i_out)
+        for index, path in enumerate(d.paths):
+            for v in range(d.irreps_in2[path.i_in2].mul):
+                k = self._in2_copy[(path.i_in2, v)]
+                C = self._cg_block(index)  # [d1, d2, d3]
+                self._buffer(
+                    f"cg_{len(self._sub_paths)}", C.permute(1, 0, 2).reshape(C.shape[1], -1)
+                )
+                self._sub_paths.append((index, k, v, path.i_out))
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # .float() then .double() must not leave float32-rounded coefficients behind: rebuild
         # the Clebsch-Gordan buffers from their float64 masters at the new dtype and device.
         super()._apply(fn, recurse)
-        for g, master in enumerate(self._cg64):
-            current = getattr(self, f"cg_{g}")
-            setattr(self, f"cg_{g}", master.to(dtype=current.dtype, device=current.device))
+        for name, master in self._masters.items():
+            current = getattr(self, name)
+            setattr(self, name, master.to(dtype=current.dtype, device=current.device))
         return self
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        d = self.description
         if x1.shape[-1] != self.irreps_in1.dim:
             raise ValueError(
                 f"TensorProduct: x1 has dimension {x1.shape[-1]}, irreps_in1 {self.irreps_in1} need {self.irreps_in1.dim}"
@@ -124,45 +136,65 @@ class TensorProduct(nn.Module):
         lead = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1], weight.shape[:-1])
         x1 = x1.expand(lead + x1.shape[-1:]).reshape(-1, x1.shape[-1])
         x2 = x2.expand(lead + x2.shape[-1:]).reshape(-1, x2.shape[-1])
-        shared = weight.dim() == 1
-        if not shared:
+        if weight.dim() > 1:
             weight = weight.expand(lead + weight.shape[-1:]).reshape(-1, weight.shape[-1])
+        if self.mode == "uvu":
+            outputs = self._channelwise(x1, x2, weight)
+        else:
+            outputs = self._fully_connected(x1, x2, weight)
         E = x1.shape[0]
-        outputs: list[torch.Tensor | None] = [None] * len(self._out)
-        for g, group in enumerate(self._groups):
-            start1, mul1, d1 = self._in1[group.i_in1]
-            cg = getattr(self, f"cg_{g}").to(x2.dtype)
-            B = (x2 @ cg).view(E, d1, group.width)
-            x = x1[:, start1 : start1 + mul1 * d1].view(E, mul1, d1)
-            Z = torch.bmm(x, B)  # [E, U, width]: every path of the group, every channel
-            if self._mode == "uvu":
-                index = getattr(self, f"weight_index_{g}")
-                if shared:
-                    W = weight.index_select(0, index).view(1, mul1, group.width)
-                else:
-                    W = weight.index_select(1, index).view(E, mul1, group.width)
-                Z = Z * W
-                for i_out, start, d3 in group.targets:  # type: ignore[attr-defined]
-                    block = Z[:, :, start : start + d3]
-                    outputs[i_out] = block if outputs[i_out] is None else outputs[i_out] + block
-            else:
-                for (index, v, start, d3), (i_out, _, _) in zip(group.columns, group.targets):  # type: ignore[attr-defined]
-                    path = d.paths[index]
-                    mul_out = path.weight_shape[2]
-                    mul2 = path.weight_shape[1]
-                    if shared:
-                        W = weight[path.weight_slice].view(mul1, mul2, mul_out)[:, v].T
-                        block = torch.matmul(W, Z[:, :, start : start + d3])
-                    else:
-                        W = weight[:, path.weight_slice].view(E, mul1, mul2, mul_out)[:, :, v]
-                        block = torch.bmm(W.transpose(1, 2), Z[:, :, start : start + d3])
-                    outputs[i_out] = block if outputs[i_out] is None else outputs[i_out] + block
         blocks = [
             o.reshape(E, mul * dim) if o is not None else x1.new_zeros(E, mul * dim)
             for o, (mul, dim) in zip(outputs, self._out)
         ]
         out = torch.cat(blocks, dim=-1) if blocks else x1.new_zeros(E, 0)
         return out.reshape(lead + (self.irreps_out.dim,))
+
+    def _channelwise(
+        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor
+    ) -> list[torch.Tensor | None]:
+        d = self.description
+        E = x1.shape[0]
+        x_blocks = x1.split(self._in1_sizes, dim=-1)
+        w_paths = weight.split([p.weight_numel for p in d.paths], dim=-1)
+        outputs: list[torch.Tensor | None] = [None] * len(self._out)
+        for g, (i1, mul1, d1, columns) in enumerate(self._groups):
+            widths = [d3 for _, _, d3 in columns]
+            B = (x2 @ getattr(self, f"cg_{g}").to(x2.dtype)).view(E, d1, sum(widths))
+            Z = torch.bmm(x_blocks[i1].view(E, mul1, d1), B)  # every path, every channel
+            for (index, v, _), block in zip(columns, Z.split(widths, dim=-1)):
+                path = d.paths[index]
+                w = w_paths[index].view(-1, mul1, path.weight_shape[1])[:, :, v : v + 1]
+                block = block * w
+                o = path.i_out
+                outputs[o] = block if outputs[o] is None else outputs[o] + block
+        return outputs
+
+    def _fully_connected(
+        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor
+    ) -> list[torch.Tensor | None]:
+        d = self.description
+        E = x1.shape[0]
+        x_blocks = x1.split(self._in1_sizes, dim=-1)
+        y_copies = [
+            block.view(E, mul, ir.dim).unbind(1)
+            for block, (mul, ir) in zip(x2.split(self._in2_sizes, dim=-1), d.irreps_in2)
+        ]
+        w_paths = weight.split([p.weight_numel for p in d.paths], dim=-1)
+        outputs: list[torch.Tensor | None] = [None] * len(self._out)
+        for s, (index, _, v, i_out) in enumerate(self._sub_paths):
+            path = d.paths[index]
+            mul1, mul2, mul_out = path.weight_shape
+            d1 = d.irreps_in1[path.i_in1].ir.dim
+            d3 = d.irreps_out[i_out].ir.dim
+            x = x_blocks[path.i_in1].view(E, mul1, d1)
+            W = w_paths[index].view(-1, mul1, mul2, mul_out)
+            W = W[:, :, 0] if mul2 == 1 else W[:, :, v]
+            T = torch.matmul(W.transpose(1, 2), x)  # [E, W, d1]: channels mixed first
+            B = (y_copies[path.i_in2][v] @ getattr(self, f"cg_{s}").to(x2.dtype)).view(E, d1, d3)
+            block = torch.bmm(T, B)
+            outputs[i_out] = block if outputs[i_out] is None else outputs[i_out] + block
+        return outputs
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.description.paths)} paths, {self.weight_numel} weights"
