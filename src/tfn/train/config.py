@@ -62,10 +62,10 @@ class TetrisData:
     batch_size: int = 8
     #: copies of the 8 training shapes per epoch (the training set is 8 clouds).
     train_repeat: int = 32
-    #: random rotations+translations of the shapes used for validation (per shape).
-    num_val_rotations: int = 8
-    #: random rotations+translations of the shapes in the test set (per shape).
-    num_rotations: int = 500
+    #: number of validation clouds (randomly rotated and translated shapes, cycling classes).
+    num_val_rotations: int = 64
+    #: number of test clouds (randomly rotated and translated shapes, cycling classes).
+    num_rotations: int = 4000
     #: size of the random test-time translations.
     translate: float = 2.0
     eval_batch_size: int = 512
@@ -99,7 +99,7 @@ class GravityData:
 
 @dataclass
 class InertiaData:
-    """Moment of inertia: predict the inertia tensor about the origin ("0e + 2e", pooled)."""
+    """Moment of inertia: predict the inertia tensor about the origin ("0e + 2e")."""
 
     name: Literal["inertia"] = "inertia"
     batch_size: int = 16
@@ -109,6 +109,9 @@ class InertiaData:
     num_points: int = 15
     box: float = 0.5
     translate: float = 2.0
+    #: ``pool``: the network's pooled output (``model.pool`` sum/mean); ``origin``: the
+    #: network's output at the origin point (the first point; ``model.pool=none``).
+    readout: Literal["pool", "origin"] = "origin"
     eval_batch_size: int = 256
     num_workers: int = 0
 
@@ -315,14 +318,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
-def _unknown_key(key: str, known: list[str], where: str = "") -> ConfigError:
-    prefix, _, last = key.rpartition(".")
-    close = difflib.get_close_matches(last, known, n=3, cutoff=0.6)
+def _unknown_key(
+    key: str, known: list[str], where: str = "", depth: int | None = None
+) -> ConfigError:
+    """Error for an unknown ``key``; its part number ``depth`` (default: the last) is the
+    unknown one, matched against ``known``."""
+    parts = key.split(".")
+    depth = len(parts) - 1 if depth is None else depth
+    close = difflib.get_close_matches(parts[depth], known, n=3, cutoff=0.6)
     msg = f"unknown config key {key!r}"
     if where:
         msg += f" {where}"
     if close:
-        sugg = " or ".join(repr(f"{prefix}.{c}" if prefix else c) for c in close)
+        sugg = " or ".join(repr(".".join(parts[:depth] + [c] + parts[depth + 1 :])) for c in close)
         msg += f"; did you mean {sugg}?"
     else:
         msg += f" (known keys: {', '.join(known)})"
@@ -332,7 +340,7 @@ def _unknown_key(key: str, known: list[str], where: str = "") -> ConfigError:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{prefix or 'config'}: expected a section (mapping), got {raw!r} "
+            f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {raw!r} "
             f"({type(raw).__name__})"
         )
     hints = typing.get_type_hints(cls)
@@ -370,7 +378,7 @@ def _check(cfg: Config) -> None:
     d = cfg.data
     for f in fields(d):
         v = getattr(d, f.name)
-        if f.name in ("name", "mass_range"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         positive(f"data.{f.name}", v, allow_zero=f.name in ("num_workers", "translate"))
     if isinstance(d, GravityData):
@@ -383,14 +391,25 @@ def _check(cfg: Config) -> None:
                 f"data.mass_range: expected [low, high] with 0 < low <= high, got {d.mass_range!r}"
             )
     m = cfg.model
-    for name in ("num_layers", "num_basis", "max_radius", "cutoff"):
+    for name in ("num_basis", "max_radius", "cutoff"):
         positive(f"model.{name}", getattr(m, name))
     positive("model.lmax", m.lmax, allow_zero=True)
+    positive("model.num_layers", m.num_layers, allow_zero=True)
     pool = "none" if m.pool is None else m.pool
     if d.name == "gravity" and pool != "none":
         raise ConfigError("model.pool: gravity predicts one vector per point; use pool=none")
-    if d.name in ("tetris", "inertia") and pool == "none":
-        raise ConfigError(f"model.pool: {d.name} predicts one output per cloud; use sum or mean")
+    if d.name == "tetris" and pool == "none":
+        raise ConfigError("model.pool: tetris predicts one output per cloud; use sum or mean")
+    if isinstance(d, InertiaData):
+        if d.readout == "pool" and pool == "none":
+            raise ConfigError(
+                "model.pool: inertia with data.readout=pool needs model.pool=sum or mean"
+            )
+        if d.readout == "origin" and pool != "none":
+            raise ConfigError(
+                "model.pool: inertia with data.readout=origin reads the output at the origin "
+                "point; use model.pool=none"
+            )
     positive("optim.lr", cfg.optim.lr)
     positive("optim.min_lr", cfg.optim.min_lr, allow_zero=True)
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
@@ -413,11 +432,14 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None 
     raw = copy.deepcopy(raw or {})
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping, got {type(raw).__name__}")
+    sections = {f.name for f in fields(Config) if f.name in ("data", "model", "optim", "trainer")}
     for key, value in parse_overrides(list(overrides or [])):
         top = key.split(".")[0]
         known = [f.name for f in fields(Config)]
         if top not in known:
-            raise _unknown_key(top if "." not in key else key, known)
+            raise _unknown_key(key, known, depth=0)
+        if "." in key and top not in sections:
+            raise ConfigError(f"cannot set {key!r}: {top!r} is not a section")
         _set_dotted(raw, key, value)
 
     data = raw.get("data")
@@ -452,6 +474,8 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None 
     cfg = Config(**kwargs)
     if cfg.model.pool is None:
         cfg.model.pool = _DEFAULT_POOL[name]
+        if isinstance(cfg.data, InertiaData) and cfg.data.readout == "origin":
+            cfg.model.pool = "none"
     _check(cfg)
     return cfg
 

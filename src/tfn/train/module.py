@@ -53,14 +53,14 @@ class TFNModule(pl.LightningModule):
         return self.net(pos, features, batch)
 
     def setup(self, stage: str) -> None:
-        _apply_threads(self.cfg)
+        from .runner import _quiet_lightning
 
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
-        return batch.to(device)
+        _quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
+        _apply_threads(self.cfg)
 
     # training ---------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch)
+        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch.batch)
         loss = self.task.loss(pred, batch)
         self.log(
             "train/loss",
@@ -79,7 +79,7 @@ class TFNModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self._eval_names[dataloader_idx] if self._eval_names else "val"
-        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch)
+        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch.batch)
         acc = self._sums.setdefault(name, {})
         for k, v in self.task.metric_sums(pred, batch).items():
             v = v.detach().to(self.device, torch.float64)
@@ -99,10 +99,9 @@ class TFNModule(pl.LightningModule):
         self.last_metrics = metrics
         if metrics:
             # Already reduced across processes: every rank logs the same numbers.
-            self.log_dict(metrics, prog_bar=False, sync_dist=False)
             monitor = f"val/{self.task.monitor}"
-            if monitor in metrics:
-                self.log(monitor, metrics[monitor], prog_bar=True, sync_dist=False)
+            for k, v in metrics.items():
+                self.log(k, v, prog_bar=k == monitor, sync_dist=False)
 
     # optimiser ----------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -169,11 +168,17 @@ class TFNDataModule(pl.LightningDataModule):
         self.vals: dict[str, list] = {}
 
     def setup(self, stage: str) -> None:
+        from .runner import _quiet_lightning
+
+        _quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
         _apply_threads(self.cfg)
         if not self.train:
             self.train = self.task.train_set()
             self.vals = self.task.val_sets()
         self._module._eval_names = list(self.vals)
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
+        return batch.to(device)
 
     def train_dataloader(self) -> DataLoader:
         d = self.cfg.data
