@@ -130,9 +130,10 @@ class Convolution(nn.Module):
         src, dst = edge_index[0], edge_index[1]
         sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)
         weight = self.radial(edge_length)
-        messages = self.tp(features.index_select(0, src), sh, weight)
-        out = features.new_zeros(features.shape[0], self.irreps_out.dim)
-        out = out.index_add(0, dst, messages)
+        # The kernel sums each output block onto the destinations itself.
+        out = self.tp(
+            features.index_select(0, src), sh, weight, dst=dst, num_nodes=features.shape[0]
+        )
         if self.num_neighbors != 1.0:
             out = out / math.sqrt(self.num_neighbors)
         return out

@@ -113,7 +113,7 @@ class Gate(nn.Module):
         >>> gate.irreps_in, gate.irreps_out
         (Irreps('4x0e+3x0e+2x1o+1x2e'), Irreps('4x0e+2x1o+1x2e'))
         >>> gate(torch.randn(5, 18)).shape
-        torch.Size([5, 11])
+        torch.Size([5, 15])
     """
 
     def __init__(

@@ -14,8 +14,11 @@ How it runs.
 * Fully connected (``"uvw"``): per path, weights mix the channels of input 1
   (``bmm(W^T, x1)``), then one batched matmul with the contracted Clebsch-Gordan tensor.
 
-Inputs, weights and results are cut with ``split`` (whose backward is one concatenation)
-rather than slicing (whose backward allocates a zero tensor per slice).
+Inputs, weights and results are cut and joined with :func:`_split` and :func:`_cat`: a split
+whose derivative is a concatenation and a concatenation whose derivative is a split, at every
+order. ``torch.split``/``torch.cat`` are only half that: the derivative of ``cat`` is made of
+slices, and the derivative of a slice allocates a zero tensor of the whole input per slice, so
+with forces (double backward) every cut costs full-size zero fills.
 """
 
 from __future__ import annotations
@@ -27,6 +30,47 @@ from tfn.ops.paths import TensorProductDescription
 from tfn.so3.clebsch_gordan import clebsch_gordan
 
 __all__ = ["TensorProduct"]
+
+
+class _Cat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dim: int, *xs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.dim = dim
+        ctx.sizes = [x.shape[dim] for x in xs]
+        return torch.cat(xs, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return (None, *_Split.apply(grad, ctx.dim, ctx.sizes))
+
+
+class _Split(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, sizes: list[int]):  # type: ignore[override]
+        ctx.dim = dim
+        # Contiguous pieces: what follows (bmm, broadcasting) runs faster on them than on
+        # strided views, and the copy costs less than slicing costs in the backward passes.
+        return tuple(t.contiguous() for t in x.split(sizes, dim))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):  # type: ignore[override]
+        return _Cat.apply(ctx.dim, *grads), None, None
+
+
+def _split(x: torch.Tensor, sizes: list[int], dim: int) -> tuple[torch.Tensor, ...]:
+    """``x.split(sizes, dim)`` whose derivative (at any order) is one concatenation."""
+    if len(sizes) == 1:
+        return (x,)
+    if x.dim() == 1:  # shared weights: small, plain split
+        return tuple(x.split(sizes, dim))
+    return _Split.apply(x, dim % x.dim(), list(sizes))
+
+
+def _cat(xs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat(xs, dim)`` whose derivative (at any order) is one split."""
+    if len(xs) == 1:
+        return xs[0]
+    return _Cat.apply(dim % xs[0].dim(), *xs)
 
 
 class TensorProduct(nn.Module):
@@ -120,7 +164,17 @@ class TensorProduct(nn.Module):
             setattr(self, name, master.to(dtype=current.dtype, device=current.device))
         return self
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        weight: torch.Tensor,
+        dst: torch.Tensor | None = None,
+        num_nodes: int | None = None,
+    ) -> torch.Tensor:
+        """``out [..., irreps_out.dim]``; with ``dst [E]`` (and ``num_nodes``), the rows are
+        summed onto ``num_nodes`` destinations instead, ``[num_nodes, irreps_out.dim]``, block by
+        block, so the per-edge output is never stored whole (the convolution's scatter)."""
         if x1.shape[-1] != self.irreps_in1.dim:
             raise ValueError(
                 f"TensorProduct: x1 has dimension {x1.shape[-1]}, irreps_in1 {self.irreps_in1} need {self.irreps_in1.dim}"
@@ -143,11 +197,25 @@ class TensorProduct(nn.Module):
         else:
             outputs = self._fully_connected(x1, x2, weight)
         E = x1.shape[0]
+        if dst is not None:
+            if num_nodes is None:
+                raise ValueError("TensorProduct: dst needs num_nodes")
+            if dst.shape != (E,):
+                raise ValueError(
+                    f"TensorProduct: dst must have shape [{E}], got {tuple(dst.shape)}"
+                )
+            pieces = []
+            for o, (mul, dim) in zip(outputs, self._out):
+                node = x1.new_zeros(num_nodes, mul * dim)
+                pieces.append(
+                    node if o is None else node.index_add(0, dst, o.reshape(E, mul * dim))
+                )
+            return _cat(pieces, dim=-1) if pieces else x1.new_zeros(num_nodes, 0)
         blocks = [
             o.reshape(E, mul * dim) if o is not None else x1.new_zeros(E, mul * dim)
             for o, (mul, dim) in zip(outputs, self._out)
         ]
-        out = torch.cat(blocks, dim=-1) if blocks else x1.new_zeros(E, 0)
+        out = _cat(blocks, dim=-1) if blocks else x1.new_zeros(E, 0)
         return out.reshape(lead + (self.irreps_out.dim,))
 
     def _channelwise(
@@ -155,19 +223,25 @@ class TensorProduct(nn.Module):
     ) -> list[torch.Tensor | None]:
         d = self.description
         E = x1.shape[0]
-        x_blocks = x1.split(self._in1_sizes, dim=-1)
-        w_paths = weight.split([p.weight_numel for p in d.paths], dim=-1)
+        x_blocks = _split(x1, self._in1_sizes, dim=-1)
+        w_paths = _split(weight, [p.weight_numel for p in d.paths], dim=-1)
         outputs: list[torch.Tensor | None] = [None] * len(self._out)
         for g, (i1, mul1, d1, columns) in enumerate(self._groups):
             widths = [d3 for _, _, d3 in columns]
             B = (x2 @ getattr(self, f"cg_{g}").to(x2.dtype)).view(E, d1, sum(widths))
-            Z = torch.bmm(x_blocks[i1].view(E, mul1, d1), B)  # every path, every channel
-            for (index, v, _), block in zip(columns, Z.split(widths, dim=-1)):
+            x = x_blocks[i1].view(E, mul1, d1)
+            # d1 = 1: an outer product; bmm would pay its per-matrix overhead E times for it.
+            Z = x * B if d1 == 1 else torch.bmm(x, B)  # every path, every channel
+            for (index, v, _), block in zip(columns, _split(Z, widths, dim=-1)):
                 path = d.paths[index]
-                w = w_paths[index].view(-1, mul1, path.weight_shape[1])[:, :, v : v + 1]
-                block = block * w
+                mul2 = path.weight_shape[1]
+                w = w_paths[index].view(-1, mul1, mul2)
+                w = w if mul2 == 1 else w[:, :, v : v + 1]
                 o = path.i_out
-                outputs[o] = block if outputs[o] is None else outputs[o] + block
+                # Scale by the per-channel weight and accumulate in one pass.
+                outputs[o] = (
+                    block * w if outputs[o] is None else torch.addcmul(outputs[o], block, w)
+                )
         return outputs
 
     def _fully_connected(
@@ -175,12 +249,12 @@ class TensorProduct(nn.Module):
     ) -> list[torch.Tensor | None]:
         d = self.description
         E = x1.shape[0]
-        x_blocks = x1.split(self._in1_sizes, dim=-1)
+        x_blocks = _split(x1, self._in1_sizes, dim=-1)
         y_copies = [
             block.view(E, mul, ir.dim).unbind(1)
-            for block, (mul, ir) in zip(x2.split(self._in2_sizes, dim=-1), d.irreps_in2)
+            for block, (mul, ir) in zip(_split(x2, self._in2_sizes, dim=-1), d.irreps_in2)
         ]
-        w_paths = weight.split([p.weight_numel for p in d.paths], dim=-1)
+        w_paths = _split(weight, [p.weight_numel for p in d.paths], dim=-1)
         outputs: list[torch.Tensor | None] = [None] * len(self._out)
         for s, (index, _, v, i_out) in enumerate(self._sub_paths):
             path = d.paths[index]
@@ -192,8 +266,8 @@ class TensorProduct(nn.Module):
             W = W[:, :, 0] if mul2 == 1 else W[:, :, v]
             T = torch.matmul(W.transpose(1, 2), x)  # [E, W, d1]: channels mixed first
             B = (y_copies[path.i_in2][v] @ getattr(self, f"cg_{s}").to(x2.dtype)).view(E, d1, d3)
-            block = torch.bmm(T, B)
-            outputs[i_out] = block if outputs[i_out] is None else outputs[i_out] + block
+            acc = outputs[i_out]
+            outputs[i_out] = torch.bmm(T, B) if acc is None else torch.baddbmm(acc, T, B)
         return outputs
 
     def extra_repr(self) -> str:
