@@ -7,11 +7,26 @@ as the polar axis, i.e. evaluated at the cyclically permuted point ``(x', y', z'
 With this choice the ``l = 1`` block is proportional to ``(x, y, z)`` in that order, so a
 degree-1 feature is a Cartesian vector.
 
-Algorithm: the associated Legendre part is built for all orders ``m`` at once by the
-three-term recurrence in ``l`` on normalised polynomials (no factorial overflow at high degree),
-the azimuthal part by the recurrence of ``(x' + i y')^m``, and the two are combined by one
-gather. Every operation is a plain torch operation, so derivatives of any order come from
-autograd and the function works under TorchScript-free ``torch.compile`` and on any device.
+Algorithm. The harmonics are the solid harmonics (homogeneous harmonic polynomials) at the
+unit vector, and those obey, in the normalisation of the output and with ``r = 1`` when
+normalizing,
+
+* ``Y_l^m = a_lm z' Y_{l-1}^m - b_lm r^2 Y_{l-2}^m`` for ``|m| < l`` (all these orders at once),
+* ``Y_l^{-l} + i Y_l^l = d_l (x' + i y') (Y_{l-1}^{-(l-1)} + i Y_{l-1}^{l-1})``,
+
+with bounded coefficients (no factorials: no overflow at any degree). Degree ``l`` is a block of
+rows of a ``[components, points]`` buffer, so each step is a few elementwise torch operations on
+contiguous rows, and the buffer is transposed into the ``[points, components]`` output once (no
+gather). On the CPU the points go through in chunks (small, reused buffers: cache, no page
+faults); on other devices and under ``torch.compile`` in one piece.
+
+Derivatives come from a :class:`torch.autograd.Function` rather than autograd through the
+recurrence (which would store every intermediate): the derivative of a solid harmonic of degree
+``l`` is a solid harmonic of degree ``l - 1``, so ``dY_l/dx_j = G_l[j] Y_{l-1}`` with a fixed
+sparse matrix ``G_l`` (one small matrix product per degree in the backward), followed by the
+projection through ``x / |x|``. The backward uses only differentiable torch operations on the
+saved input and output, so it is differentiable again (forces, gradgradcheck, Laplacians).
+Timings against e3nn and sphericart: ``docs/benchmarks_harmonics.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cache
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +43,10 @@ from tfn.so3.irreps import Irreps
 __all__ = ["spherical_harmonics", "SphericalHarmonics"]
 
 _NORMALIZATIONS = ("component", "integral", "norm")
+
+# CPU chunking (see _chunk_size and docs/benchmarks_harmonics.md): at most this many working
+# entries per chunk (8 MiB in float32).
+_CHUNK_ENTRIES = 1 << 21
 
 
 def _as_degrees(ls: int | Sequence[int] | Irreps | str) -> list[int]:
@@ -50,77 +70,245 @@ def _as_degrees(ls: int | Sequence[int] | Irreps | str) -> list[int]:
     return degrees
 
 
+# ----------------------------------------------------------------------------- coefficients
+#
+# In the primed frame let u = x' + i y' and, for m >= 0,
+#     T_l^m = sum_k u^(m+k) conj(u)^k z'^(l-m-2k) (-1/4)^k / ((m+k)! k! (l-m-2k)!),
+# a harmonic polynomial. The real basis is e_l^m = Re T_l^m (m >= 0), Im T_l^|m| (m < 0), and the
+# output is Y_l^m = kappa_lm e_l^m with
+#     kappa_lm^2 = c_l * (2 if m != 0 else 1) * (l+|m|)! (l-|m|)! / 4^|m|,
+# c_l = 2l+1 ("component"), (2l+1)/(4 pi) ("integral") or 1 ("norm"). The T obey
+#     (l-m)(l+m) T_l^m = (2l-1) z' T_{l-1}^m - r^2 T_{l-2}^m,    T_l^l = u T_{l-1}^{l-1} / l,
+#     d/dz' T_l^m = T_{l-1}^m,    d/du T_l^m = T_{l-1}^(m-1) (m >= 1),
+#     d/d(conj u) T_l^m = -T_{l-1}^(m+1) / 4,    d/du T_l^0 = -conj(T_{l-1}^1) / 4,
+# from which every coefficient below follows; only ratios kappa_lm / kappa_l'm' of neighbouring
+# degrees appear, square roots of small rationals.
+
+
+def _c_ratio(normalization: str, l: int, l2: int) -> float:
+    """c_l / c_l2 (the 4 pi of "integral" cancels)."""
+    return 1.0 if normalization == "norm" else (2 * l + 1) / (2 * l2 + 1)
+
+
+def _kappa_ratio(normalization: str, l: int, m: int, mp: int) -> float:
+    """kappa_{l,m} / kappa_{l-1,mp} for |mp| in {|m| - 1, |m|, |m| + 1}."""
+    p, q = abs(m), abs(mp)
+    sigma = (2 if m else 1) / (2 if mp else 1)
+    if q == p:
+        factor = (l + p) * (l - p)
+    elif q == p - 1:
+        factor = sigma * (l + p) * (l + p - 1) / 4
+    else:
+        factor = sigma * (l - p) * (l - p - 1) * 4
+    return math.sqrt(_c_ratio(normalization, l, l - 1) * factor)
+
+
+def _derivative_terms(l: int) -> list[tuple[int, int, int, float]]:
+    """``(j, m, mp, coefficient)``: ``d e_l^m / d x_j`` contains ``coefficient * e_{l-1}^mp``.
+
+    ``j`` is the unprimed axis (0, 1, 2 = x, y, z); ``x' = z``, ``y' = x``, ``z' = y``.
+    """
+    jx, jy, jz = 2, 0, 1  # x', y', z'
+    terms = []
+    for m in range(-l, l + 1):
+        p = abs(m)
+        terms.append((jz, m, m, 1.0))
+        if m == 0:
+            terms += [(jx, 0, 1, -0.5), (jy, 0, -1, -0.5)]
+        elif m > 0:  # Re T^m: d/dx' = Re T^(m-1) - Re T^(m+1)/4, d/dy' = -Im T^(m-1) - Im T^(m+1)/4
+            terms += [(jx, m, m - 1, 1.0), (jx, m, m + 1, -0.25), (jy, m, -(p + 1), -0.25)]
+            if p > 1:
+                terms.append((jy, m, -(p - 1), -1.0))
+        else:  # Im T^p: d/dx' = Im T^(p-1) - Im T^(p+1)/4, d/dy' = Re T^(p-1) + Re T^(p+1)/4
+            terms += [(jx, m, -(p + 1), -0.25), (jy, m, p - 1, 1.0), (jy, m, p + 1, 0.25)]
+            if p > 1:
+                terms.append((jx, m, -(p - 1), 1.0))
+    return [t for t in terms if abs(t[2]) <= l - 1]
+
+
+class _Plan(NamedTuple):
+    """Coefficients of one (lmax, normalization, dtype, device); entry ``l`` of a tuple is for
+    degree ``l`` (``None`` where unused)."""
+
+    y0: float  # Y_0 (a constant)
+    y1: float  # Y_1 = y1 * (x, y, z) / r (or y1 * (x, y, z) when not normalize)
+    # The rows of Y_1, y1 * (x', y', z'), serve as the coordinates in the recurrence, so a and d
+    # include a factor 1 / y1.
+    a: tuple[torch.Tensor | None, ...]  # [2l-1, 1]: a_lm, m = -(l-1) .. l-1
+    b: tuple[torch.Tensor | None, ...]  # [2l-3, 1]: -b_lm, m = -(l-2) .. l-2
+    d: tuple[float, ...]
+    grad: tuple[
+        torch.Tensor | None, ...
+    ]  # [(2l-1) * 3, 2l+1]: G_l, rows (mp, j), columns m (l >= 2)
+
+
 @cache
-def _plan(lmax: int, normalization: str) -> dict[str, torch.Tensor | list]:
-    """Recurrence coefficients and gather indices, computed once per (lmax, normalization)."""
-    # Normalised Legendre recurrence: P_l^m = a z P_{l-1}^m - b r^2 P_{l-2}^m  (m <= l-1),
-    # P_l^l = d P_{l-1}^{l-1}; P_l^m = sqrt((l-m)!/(l+m)!) * Q_l^m with Q the unnormalised
-    # polynomial such that r^l P_l^m(cos theta) = Q_l^m(z, r^2) * rho^m.
-    a_coef, b_coef, d_coef = [], [], []
-    for l in range(lmax + 1):
-        a = [(2 * l - 1) / math.sqrt((l - m) * (l + m)) for m in range(l)]
-        b = [
-            math.sqrt((l + m - 1) * (l - m - 1) / ((l - m) * (l + m))) if m <= l - 2 else 0.0
-            for m in range(l)
-        ]
-        a_coef.append(torch.tensor(a, dtype=torch.float64))
-        b_coef.append(torch.tensor(b, dtype=torch.float64))
-        d_coef.append(math.sqrt((2 * l - 1) / (2 * l)) if l > 0 else 1.0)
-    # Output component (l, m) = scale * P_l^{|m|} * AZ[m], AZ = [S_lmax..S_1, 1, C_1..C_lmax].
-    p_index, az_index, scale = [], [], []
-    for l in range(lmax + 1):
-        if normalization == "component":
-            base = math.sqrt(2 * l + 1)
-        elif normalization == "integral":
-            base = math.sqrt((2 * l + 1) / (4 * math.pi))
-        else:
-            base = 1.0
-        offset = l * (l + 1) // 2
-        for m in range(-l, l + 1):
-            p_index.append(offset + abs(m))
-            az_index.append(lmax + m)
-            scale.append(base * (math.sqrt(2.0) if m != 0 else 1.0))
-    return {
-        "a": a_coef,
-        "b": b_coef,
-        "d": d_coef,
-        "p_index": torch.tensor(p_index),
-        "az_index": torch.tensor(az_index),
-        "scale": torch.tensor(scale, dtype=torch.float64),
-    }
+def _plan(lmax: int, normalization: str, dtype: torch.dtype, device: torch.device) -> _Plan:
+    c0 = 1 / (4 * math.pi) if normalization == "integral" else 1.0
+    y0 = math.sqrt(c0)
+    y1 = math.sqrt(c0 * (1.0 if normalization == "norm" else 3.0))
+
+    def tensor(values: list) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64).to(dtype=dtype, device=device)
+
+    # a_lm = (2l-1) / (l^2-m^2) kappa_lm / kappa_(l-1)m,  b_lm = kappa_lm / kappa_(l-2)m / (l^2-m^2),
+    # d_l = kappa_ll / kappa_(l-1)(l-1) / l.
+    a, b, d, grad = [None, None], [None, None], [0.0, 0.0], [None, None]
+    for l in range(2, lmax + 1):
+        ca, cb = _c_ratio(normalization, l, l - 1), _c_ratio(normalization, l, l - 2)
+        a.append(
+            tensor([[(2 * l - 1) * math.sqrt(ca / (l * l - m * m)) / y1] for m in range(1 - l, l)])
+        )
+        b.append(
+            tensor(
+                [
+                    [-math.sqrt(cb * ((l - 1) ** 2 - m * m) / (l * l - m * m))]
+                    for m in range(2 - l, l - 1)
+                ]
+            )
+        )
+        d.append(math.sqrt(ca * (2 * l - 1) / (2 * l)) / y1)
+    for l in range(2, lmax + 1):  # (degree 1: dY_1/dx_j = y1 e_j, no matrix needed)
+        g = [[[0.0] * (2 * l + 1) for _ in range(3)] for _ in range(2 * l - 1)]
+        for j, m, mp, coefficient in _derivative_terms(l):
+            g[mp + l - 1][j][m + l] += coefficient * _kappa_ratio(normalization, l, m, mp)
+        grad.append(tensor(g).reshape(3 * (2 * l - 1), 2 * l + 1))
+    return _Plan(y0, y1, tuple(a), tuple(b), tuple(d), tuple(grad))
 
 
-def _harmonics_up_to(lmax: int, xyz: torch.Tensor, unit: bool, normalization: str) -> torch.Tensor:
-    """All degrees ``0..lmax`` of ``[N, 3]`` points: ``[N, (lmax+1)^2]``."""
-    plan = _plan(lmax, normalization)
-    dtype, device = xyz.dtype, xyz.device
-    # y is the polar axis: standard formulas at (x', y', z') = (z, x, y).
-    xp, yp, zp = xyz[:, 2], xyz[:, 0], xyz[:, 1]
-    z = zp.unsqueeze(-1)
-    r2 = None if unit else (xyz * xyz).sum(-1, keepdim=True)
-    legendre = [torch.ones_like(z)]
-    for l in range(1, lmax + 1):
-        prev = legendre[l - 1]
-        a = plan["a"][l].to(dtype=dtype, device=device)
-        low = a * z * prev
-        if l >= 2:
-            b = plan["b"][l][: l - 1].to(dtype=dtype, device=device)
-            term = b * legendre[l - 2]
-            term = term if unit else term * r2
-            low = torch.cat([low[:, : l - 1] - term, low[:, l - 1 :]], dim=-1)
-        legendre.append(torch.cat([low, plan["d"][l] * prev[:, l - 1 :]], dim=-1))
-    # Azimuthal part: C_m + i S_m = (x' + i y')^m.
-    cos, sin = [torch.ones_like(xp)], [torch.zeros_like(xp)]
-    for _ in range(lmax):
-        c, s = cos[-1], sin[-1]
-        cos.append(xp * c - yp * s)
-        sin.append(xp * s + yp * c)
-    azimuth = torch.stack(sin[:0:-1] + cos, dim=-1)
-    all_p = torch.cat(legendre, dim=-1)
-    p_index = plan["p_index"].to(device)
-    az_index = plan["az_index"].to(device)
-    scale = plan["scale"].to(dtype=dtype, device=device)
-    return all_p.index_select(-1, p_index) * azimuth.index_select(-1, az_index) * scale
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _transposed(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous transpose of a 2-d tensor, by the faster of ATen's two CPU copy kernels.
+
+    ATen's blocked 2-d transpose (single-threaded; taken for ``t.t().contiguous()`` when ``t``
+    is contiguous) wins when ``t`` has many rows of more than 16 entries; otherwise the general
+    strided copy, reached through a 3-d view, is several times faster (short rows: the ``[n, 3]``
+    points, the ``[components, points]`` buffer).
+    """
+    rows, cols = t.shape
+    if rows > cols > 16 and t.is_contiguous():
+        return t.t().contiguous()
+    return t.unsqueeze(0).transpose(1, 2).contiguous().squeeze(0)
+
+
+def _chunk_size(n: int, entries_per_point: int, min_points: int, device: torch.device) -> int:
+    """Points per chunk when the working buffers hold ``entries_per_point`` values per point.
+
+    On the CPU the points go through in chunks so that the working buffers stay small: in
+    cache, and well below the output's size, so that they do not push glibc's heap over its
+    trim threshold (which would return the memory to the system and page-fault it back in on
+    the next call, the dominant cost when it happens). ``min_points`` bounds the number of
+    operations (each has a fixed cost) and, at 2^15, keeps every row one parallel grain of
+    torch long, so that with several threads each operation is split.
+    """
+    # A GPU wants few, large kernels; a compiler fuses the loop anyway (and one chunk keeps
+    # every `out=` below contiguous, which torch.compile requires).
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return max(n, 1)
+    size = max(min_points, min(_CHUNK_ENTRIES // entries_per_point, -(-n // 2)))
+    # Rows of a buffer are `size` entries apart: an odd multiple of 8 entries keeps rows
+    # 32-byte aligned but never a large power of two apart (cache-set conflicts in the
+    # transposition, measured 3x slower).
+    return size // 16 * 16 + 8
+
+
+def _squared_norm(xt: torch.Tensor) -> torch.Tensor:
+    """``x^2 + y^2 + z^2`` of ``[3, n]`` rows (fewer passes than ``square().sum(0)``)."""
+    return (xt[0] * xt[0]).addcmul_(xt[1], xt[1]).addcmul_(xt[2], xt[2])
+
+
+def _evaluate(x: torch.Tensor, lmax: int, normalize: bool, plan: _Plan) -> torch.Tensor:
+    """All degrees ``0..lmax`` at ``x [n, 3]``: ``[n, (lmax+1)^2]``. No autograd."""
+    n, components = x.shape[0], (lmax + 1) ** 2
+    out = x.new_empty(n, components)
+    chunk = _chunk_size(n, components, 1 << 15, x.device)
+    buffer = x.new_empty(components, min(chunk, n))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        y = buffer[:, : stop - start]
+        y[0] = plan.y0
+        if lmax >= 1:
+            xt = _transposed(x[start:stop])  # [3, points]
+            r2 = _squared_norm(xt)
+            scale = r2.rsqrt().mul_(plan.y1) if normalize else plan.y1
+            torch.mul(xt, scale, out=y[1:4])
+            xp, yp, zp = y[3], y[1], y[2]  # y1 * (x', y', z'): y is the polar axis
+        for l in range(2, lmax + 1):
+            older, prev, cur = (
+                y[(l - 2) ** 2 : (l - 1) ** 2],
+                y[(l - 1) ** 2 : l * l],
+                y[l * l : (l + 1) ** 2],
+            )
+            # m = -l, l (first and last row) from m = -(l-1), l-1 (S, C): d (x' + i y') (C + i S).
+            d = plan.d[l]
+            sc = prev[:: 2 * l - 2] * (xp * d)  # d x' (S, C)
+            torch.addcmul(sc[0], prev[-1], yp, value=d, out=cur[0])
+            torch.addcmul(sc[1], prev[0], yp, value=-d, out=cur[-1])
+            # |m| <= l-1: three-term recurrence in l, all orders at once.
+            torch.mul(prev, zp, out=cur[1:-1])
+            cur[1:-1].mul_(plan.a[l])
+            cur[2:-2].addcmul_(older if normalize else older * r2, plan.b[l])
+        out[start:stop].unsqueeze(0).copy_(y.unsqueeze(0).transpose(1, 2))  # see _transposed
+    return out
+
+
+def _gradient(
+    grad_out: torch.Tensor,
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lmax: int,
+    normalize: bool,
+    plan: _Plan,
+) -> torch.Tensor:
+    """``sum_k grad_out[:, k] dY_k/dx``: ``[n, 3]``. Differentiable (plain out-of-place ops)."""
+    n = x.shape[0]
+    if lmax == 0 or n == 0:
+        return torch.zeros_like(x)
+    # Per point about 8 (lmax+1)^2 working entries (the transposed harmonics, h, the product);
+    # smaller chunks than in the forward measured best here.
+    chunk = _chunk_size(n, 8 * (lmax + 1) ** 2, 1 << 11, x.device)
+    pieces = []
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        g = grad_out[start:stop].t()  # [components, points]: a matrix operand as it is
+        grad = g[1:4] * plan.y1  # degree 1: dY_1 / dx_j = y1 e_j
+        if lmax >= 2:
+            # h[(mp, j)] = sum_m G_l[(mp, j), m] g_l^m for every degree l >= 2, then
+            # grad_j += sum_(l, mp) h[(mp, j)] Y_{l-1}^mp.
+            h = [torch.mm(plan.grad[l], g[l * l : (l + 1) ** 2]) for l in range(2, lmax + 1)]
+            h = h[0] if len(h) == 1 else torch.cat(h)
+            # Y_1 .. Y_{lmax-1}, transposed; a contiguous block transposes faster in long rows.
+            prev = out[start:stop]
+            prev = _transposed(prev if prev.shape[1] > 16 else prev[:, : lmax * lmax])
+            prev = prev[1 : lmax * lmax]
+            grad = grad + (h.view(lmax * lmax - 1, 3, stop - start) * prev.unsqueeze(1)).sum(0)
+        if normalize:  # through x / |x|: (1 - u u^T) grad / |x|
+            xt = _transposed(x[start:stop])
+            r_inv = _squared_norm(xt).rsqrt()
+            u = xt * r_inv
+            grad = (grad - u * (u * grad).sum(0)) * r_inv
+        pieces.append(grad.t())
+    return pieces[0].contiguous() if len(pieces) == 1 else torch.cat(pieces)
+
+
+class _SphericalHarmonicsFunction(torch.autograd.Function):
+    """``[n, 3] -> [n, (lmax+1)^2]`` with the analytic (and again differentiable) backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lmax: int, normalize: bool, normalization: str):
+        out = _evaluate(x, lmax, normalize, _plan(lmax, normalization, x.dtype, x.device))
+        ctx.save_for_backward(x, out)
+        ctx.lmax, ctx.normalize, ctx.normalization = lmax, normalize, normalization
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, out = ctx.saved_tensors
+        plan = _plan(ctx.lmax, ctx.normalization, x.dtype, x.device)
+        grad = _gradient(grad_out, out, x, ctx.lmax, ctx.normalize, plan)
+        return grad, None, None, None
 
 
 def spherical_harmonics(
@@ -158,10 +346,7 @@ def spherical_harmonics(
     degrees = _as_degrees(ls)
     lmax = max(degrees)
     batch_shape = vectors.shape[:-1]
-    xyz = vectors.reshape(-1, 3)
-    if normalize:
-        xyz = xyz / torch.linalg.vector_norm(xyz, dim=-1, keepdim=True)
-    out = _harmonics_up_to(lmax, xyz, unit=normalize, normalization=normalization)
+    out = _SphericalHarmonicsFunction.apply(vectors.reshape(-1, 3), lmax, normalize, normalization)
     if degrees != list(range(lmax + 1)):
         index = torch.cat([torch.arange(l * l, (l + 1) * (l + 1)) for l in degrees]).to(out.device)
         out = out.index_select(-1, index)
