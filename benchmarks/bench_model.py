@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name, interleaved_medians  # noqa: E402
 from torch import nn
 
 from tfn.data.neighbors import edge_vectors, radius_graph
@@ -250,51 +251,6 @@ def make_steps(model, data):
         optimizer.step()
 
     return inference, train_step
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
-) -> dict[str, dict[str, float]]:
-    """Every function once per round (order alternating), rounds repeated.
-
-    Returns per function the median, quartiles and minimum of the wall time, and the median
-    CPU time of the process (``time.process_time``; with one thread it is robust to other
-    processes taking the CPU, with several it also counts threads spinning while they wait).
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats):
-        for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
-            c0, t0 = time.process_time(), time.perf_counter()
-            fns[name]()
-            t1, c1 = time.perf_counter(), time.process_time()
-            wall[name].append((t1 - t0) * 1e3)
-            cpu[name].append((c1 - c0) * 1e3)
-    out = {}
-    for name, values in wall.items():
-        q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
-        out[name] = {
-            "median_ms": statistics.median(values),
-            "q1_ms": q[0],
-            "q3_ms": q[2],
-            "min_ms": min(values),
-            "cpu_median_ms": statistics.median(cpu[name]),
-        }
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
