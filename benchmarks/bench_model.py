@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name, interleaved_medians  # noqa: E402
+from _common import cpu_name, interleaved_medians, write_json  # noqa: E402
 from torch import nn
 
 from tfn.data.neighbors import edge_vectors, radius_graph
@@ -333,8 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{t['e3nn']['cpu_median_ms']:>10.1f}{t['e3nn/tfn cpu']:>10.2f}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
     return report
 
 

@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_name, interleaved_medians  # noqa: E402
+from _common import cpu_name, interleaved_medians, write_json  # noqa: E402
 
 from tfn.ops import TensorProduct, channelwise_paths, fully_connected_paths
 from tfn.ops.paths import TensorProductDescription
@@ -264,8 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"norm ratio without sign fix {c['norm_ratio_unscaled']:.3f}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
     return report
 
 

@@ -15,6 +15,7 @@ they can be all-reduced across processes) and finalised into numbers at the end 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -74,7 +75,7 @@ def rotate_translate(
     return out
 
 
-class Task:
+class Task(ABC):
     """Base class; see the module docstring."""
 
     name: str = ""
@@ -88,28 +89,29 @@ class Task:
         self.cfg = cfg
 
     # data ----------------------------------------------------------------------------------
-    def train_set(self) -> list[PointCloud]:
-        raise NotImplementedError
+    @abstractmethod
+    def train_set(self) -> list[PointCloud]: ...
 
-    def val_sets(self) -> dict[str, list[PointCloud]]:
-        raise NotImplementedError
+    @abstractmethod
+    def val_sets(self) -> dict[str, list[PointCloud]]: ...
 
-    def test_sets(self) -> dict[str, list[PointCloud]]:
-        raise NotImplementedError
+    @abstractmethod
+    def test_sets(self) -> dict[str, list[PointCloud]]: ...
 
     # model output -> prediction -> loss/metrics ----------------------------------------------
-    def predict(self, out: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def predict(self, out: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor: ...
 
-    def loss(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def loss(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor: ...
 
+    @abstractmethod
     def metric_sums(self, pred: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Additive statistics of one batch (summed over batches and processes)."""
-        raise NotImplementedError
+        ...
 
-    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]: ...
 
     def extra_test_metrics(self, net: Network, device: torch.device) -> dict[str, float]:
         """Task-specific checks run once on the test set (e.g. the mirror check)."""
