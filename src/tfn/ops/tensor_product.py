@@ -11,8 +11,8 @@ How it runs.
   (one small matmul giving ``B [E, d1, K]``, ``K`` the summed output dimension of the
   group's paths); one batched matmul ``x1 [E, U, d1] @ B`` then yields every path's output for
   every channel; each path's block is scaled by its per-channel weight.
-* Fully connected (``"uvw"``): per path, weights mix the channels of input 1
-  (``bmm(W^T, x1)``), then one batched matmul with the contracted Clebsch-Gordan tensor.
+* Fully connected (``"uvw"``): the same grouped products first, then per path one batched
+  matmul ``W^T [E, W, U] @ Z [E, U, d3]`` mixes the channels and accumulates the output.
 
 Inputs, weights and results are cut and joined with :func:`_split` and :func:`_cat`: a split
 whose derivative is a concatenation and a concatenation whose derivative is a split, at every
@@ -99,13 +99,9 @@ class TensorProduct(nn.Module):
         self.weight_numel = d.weight_numel
         self.mode = d.paths[0].mode if d.paths else "uvu"
         self._in1_sizes = [mi.dim for mi in d.irreps_in1]
-        self._in2_sizes = [mi.dim for mi in d.irreps_in2]
         self._out = [(mul, ir.dim) for mul, ir in d.irreps_out]
         self._masters: dict[str, torch.Tensor] = {}  # float64 originals of the buffers: see _apply
-        if self.mode == "uvu":
-            self._plan_channelwise(d)
-        else:
-            self._plan_fully_connected(d)
+        self._plan_groups(d)
 
     def _buffer(self, name: str, value: torch.Tensor) -> None:
         self._masters[name] = value
@@ -116,7 +112,7 @@ class TensorProduct(nn.Module):
         ir1, ir2, ir3 = self.description.path_irreps(path)
         return clebsch_gordan(ir1.l, ir2.l, ir3.l) * path.coefficient  # [d1, d2, d3]
 
-    def _plan_channelwise(self, d: TensorProductDescription) -> None:
+    def _plan_groups(self, d: TensorProductDescription) -> None:
         in2_offsets = [s.start for s in d.irreps_in2.slices()]
         by_in1: dict[int, list[int]] = {}
         for index, path in enumerate(d.paths):
@@ -141,19 +137,6 @@ class TensorProduct(nn.Module):
                 start += d3
             self._buffer(f"cg_{g}", cg.reshape(d.irreps_in2.dim, d1 * width))
             self._groups.append((i1, mul1, d1, columns))
-
-    def _plan_fully_connected(self, d: TensorProductDescription) -> None:
-        in2_copies = [(i2, v) for i2, (mul, _) in enumerate(d.irreps_in2) for v in range(mul)]
-        self._in2_copy = {copy: k for k, copy in enumerate(in2_copies)}
-        self._sub_paths: list[tuple[int, int, int, int]] = []  # (path index, copy k, v, i_out)
-        for index, path in enumerate(d.paths):
-            for v in range(d.irreps_in2[path.i_in2].mul):
-                k = self._in2_copy[(path.i_in2, v)]
-                C = self._cg_block(index)  # [d1, d2, d3]
-                self._buffer(
-                    f"cg_{len(self._sub_paths)}", C.permute(1, 0, 2).reshape(C.shape[1], -1)
-                )
-                self._sub_paths.append((index, k, v, path.i_out))
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # .float() then .double() must not leave float32-rounded coefficients behind: rebuild
@@ -250,24 +233,27 @@ class TensorProduct(nn.Module):
         d = self.description
         E = x1.shape[0]
         x_blocks = _split(x1, self._in1_sizes, dim=-1)
-        y_copies = [
-            block.view(E, mul, ir.dim).unbind(1)
-            for block, (mul, ir) in zip(_split(x2, self._in2_sizes, dim=-1), d.irreps_in2)
-        ]
         w_paths = _split(weight, [p.weight_numel for p in d.paths], dim=-1)
         outputs: list[torch.Tensor | None] = [None] * len(self._out)
-        for s, (index, _, v, i_out) in enumerate(self._sub_paths):
-            path = d.paths[index]
-            mul1, mul2, mul_out = path.weight_shape
-            d1 = d.irreps_in1[path.i_in1].ir.dim
-            d3 = d.irreps_out[i_out].ir.dim
-            x = x_blocks[path.i_in1].view(E, mul1, d1)
-            W = w_paths[index].view(-1, mul1, mul2, mul_out)
-            W = W[:, :, 0] if mul2 == 1 else W[:, :, v]
-            T = torch.matmul(W.transpose(1, 2), x)  # [E, W, d1]: channels mixed first
-            B = (y_copies[path.i_in2][v] @ getattr(self, f"cg_{s}").to(x2.dtype)).view(E, d1, d3)
-            acc = outputs[i_out]
-            outputs[i_out] = torch.bmm(T, B) if acc is None else torch.baddbmm(acc, T, B)
+        for g, (i1, mul1, d1, columns) in enumerate(self._groups):
+            widths = [d3 for _, _, d3 in columns]
+            B = (x2 @ getattr(self, f"cg_{g}").to(x2.dtype)).view(E, d1, sum(widths))
+            x = x_blocks[i1].view(E, mul1, d1)
+            Z = x * B if d1 == 1 else torch.bmm(x, B)  # as channel-wise, before any mixing
+            for (index, v, _), block in zip(columns, _split(Z, widths, dim=-1)):
+                path = d.paths[index]
+                _, mul2, mul_out = path.weight_shape
+                W = w_paths[index].view(-1, mul1, mul2, mul_out)
+                Wt = (W[:, :, 0] if mul2 == 1 else W[:, :, v]).transpose(1, 2)  # [E|1, W, U]
+                o = path.i_out
+                if Wt.shape[0] == E:  # per-edge weights: mix channels and accumulate at once
+                    acc = outputs[o]
+                    outputs[o] = (
+                        torch.bmm(Wt, block) if acc is None else torch.baddbmm(acc, Wt, block)
+                    )
+                else:  # shared weights broadcast over the edges
+                    mixed = torch.matmul(Wt, block)
+                    outputs[o] = mixed if outputs[o] is None else outputs[o] + mixed
         return outputs
 
     def extra_repr(self) -> str:
