@@ -31,8 +31,9 @@ def _types(irreps: Irreps) -> set[Irrep]:
 class TFNLayer(nn.Module):
     """One block: ``nonlinearity(SI(conv(x)) + SC(x))``.
 
-    ``irreps_out`` is the hidden irreps after the nonlinearity. With ``nonlinearity="gate"``
-    the self-interaction also produces one ``0e`` gate per non-scalar channel.
+    ``irreps_out`` are the hidden irreps; the layer outputs them with the scalars first. With
+    ``nonlinearity="gate"`` the self-interaction also produces one ``0e`` gate per non-scalar
+    channel.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class TFNLayer(nn.Module):
         self.self_connection = (
             SelfInteraction(self.irreps_in, irreps_si) if self_connection else None
         )
-        # The gate output reorders irreps (scalars first); keep the declared order for users.
+        # Both nonlinearities put the scalars first: that is the order the layer outputs.
         self.irreps_out = self.activation.irreps_out
 
     def forward(
