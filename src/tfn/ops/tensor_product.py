@@ -201,14 +201,16 @@ class TensorProduct(nn.Module):
         out = _cat(blocks, dim=-1) if blocks else x1.new_zeros(E, 0)
         return out.reshape(lead + (self.irreps_out.dim,))
 
-    def _channelwise(
-        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor
-    ) -> list[torch.Tensor | None]:
+    def _path_blocks(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor):
+        """For every sub-path (path, copy ``v`` of input 2): ``(path, v, Z [E, U, d3], w)``.
+
+        ``Z`` is the Clebsch-Gordan product of the path for every channel of input 1, before
+        any weight; ``w`` is the path's slice of the weights (``[E|1, numel]``).
+        """
         d = self.description
         E = x1.shape[0]
         x_blocks = _split(x1, self._in1_sizes, dim=-1)
         w_paths = _split(weight, [p.weight_numel for p in d.paths], dim=-1)
-        outputs: list[torch.Tensor | None] = [None] * len(self._out)
         for g, (i1, mul1, d1, columns) in enumerate(self._groups):
             widths = [d3 for _, _, d3 in columns]
             B = (x2 @ getattr(self, f"cg_{g}").to(x2.dtype)).view(E, d1, sum(widths))
@@ -216,44 +218,37 @@ class TensorProduct(nn.Module):
             # d1 = 1: an outer product; bmm would pay its per-matrix overhead E times for it.
             Z = x * B if d1 == 1 else torch.bmm(x, B)  # every path, every channel
             for (index, v, _), block in zip(columns, _split(Z, widths, dim=-1)):
-                path = d.paths[index]
-                mul2 = path.weight_shape[1]
-                w = w_paths[index].view(-1, mul1, mul2)
-                w = w if mul2 == 1 else w[:, :, v : v + 1]
-                o = path.i_out
-                # Scale by the per-channel weight and accumulate in one pass.
-                outputs[o] = (
-                    block * w if outputs[o] is None else torch.addcmul(outputs[o], block, w)
-                )
+                yield d.paths[index], v, block, w_paths[index]
+
+    def _channelwise(
+        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor
+    ) -> list[torch.Tensor | None]:
+        outputs: list[torch.Tensor | None] = [None] * len(self._out)
+        for path, v, block, w_path in self._path_blocks(x1, x2, weight):
+            mul1, mul2 = path.weight_shape
+            w = w_path.view(-1, mul1, mul2)
+            w = w if mul2 == 1 else w[:, :, v : v + 1]
+            o = path.i_out
+            # Scale by the per-channel weight and accumulate in one pass.
+            outputs[o] = block * w if outputs[o] is None else torch.addcmul(outputs[o], block, w)
         return outputs
 
     def _fully_connected(
         self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor
     ) -> list[torch.Tensor | None]:
-        d = self.description
         E = x1.shape[0]
-        x_blocks = _split(x1, self._in1_sizes, dim=-1)
-        w_paths = _split(weight, [p.weight_numel for p in d.paths], dim=-1)
         outputs: list[torch.Tensor | None] = [None] * len(self._out)
-        for g, (i1, mul1, d1, columns) in enumerate(self._groups):
-            widths = [d3 for _, _, d3 in columns]
-            B = (x2 @ getattr(self, f"cg_{g}").to(x2.dtype)).view(E, d1, sum(widths))
-            x = x_blocks[i1].view(E, mul1, d1)
-            Z = x * B if d1 == 1 else torch.bmm(x, B)  # as channel-wise, before any mixing
-            for (index, v, _), block in zip(columns, _split(Z, widths, dim=-1)):
-                path = d.paths[index]
-                _, mul2, mul_out = path.weight_shape
-                W = w_paths[index].view(-1, mul1, mul2, mul_out)
-                Wt = (W[:, :, 0] if mul2 == 1 else W[:, :, v]).transpose(1, 2)  # [E|1, W, U]
-                o = path.i_out
-                if Wt.shape[0] == E:  # per-edge weights: mix channels and accumulate at once
-                    acc = outputs[o]
-                    outputs[o] = (
-                        torch.bmm(Wt, block) if acc is None else torch.baddbmm(acc, Wt, block)
-                    )
-                else:  # shared weights broadcast over the edges
-                    mixed = torch.matmul(Wt, block)
-                    outputs[o] = mixed if outputs[o] is None else outputs[o] + mixed
+        for path, v, block, w_path in self._path_blocks(x1, x2, weight):
+            mul1, mul2, mul_out = path.weight_shape
+            W = w_path.view(-1, mul1, mul2, mul_out)
+            Wt = (W[:, :, 0] if mul2 == 1 else W[:, :, v]).transpose(1, 2)  # [E|1, W, U]
+            o = path.i_out
+            if Wt.shape[0] == E:  # per-edge weights: mix channels and accumulate at once
+                acc = outputs[o]
+                outputs[o] = torch.bmm(Wt, block) if acc is None else torch.baddbmm(acc, Wt, block)
+            else:  # shared weights broadcast over the edges
+                mixed = torch.matmul(Wt, block)
+                outputs[o] = mixed if outputs[o] is None else outputs[o] + mixed
         return outputs
 
     def extra_repr(self) -> str:
