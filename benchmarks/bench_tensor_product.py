@@ -73,7 +73,7 @@ def e3nn_tensor_product(description: TensorProductDescription, mode: str):
 
 def check_same_paths(description: TensorProductDescription, e3nn_tp) -> None:
     """Same number of paths, same triples in the same order, same weight layout."""
-    ours = [(p.i_in1, p.i_in2, p.i_out, p.mode, p.weight_shape) for p in description.paths]
+    ours = [(p.i_in1, p.i_in2, p.i_out, p.connection, p.weight_shape) for p in description.paths]
     theirs = [
         (i.i_in1, i.i_in2, i.i_out, i.connection_mode, tuple(i.path_shape))
         for i in e3nn_tp.instructions

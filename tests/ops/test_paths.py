@@ -27,7 +27,7 @@ def _check_coefficients(d):
     fan_in = [0] * len(d.irreps_out)
     for p in d.paths:
         mul1, mul2 = d.irreps_in1[p.i_in1].mul, d.irreps_in2[p.i_in2].mul
-        fan_in[p.i_out] += mul2 if p.mode == "uvu" else mul1 * mul2
+        fan_in[p.i_out] += mul2 if p.connection == "uvu" else mul1 * mul2
     for p in d.paths:
         assert p.coefficient == pytest.approx(1 / math.sqrt(fan_in[p.i_out]), rel=1e-15)
 
@@ -43,7 +43,7 @@ def test_channelwise_docstring_example():
     d = channelwise_paths("4x0e + 4x1o", "0e + 1o")
     assert d.irreps_out == Irreps("4x0e + 4x1o + 4x1o + 4x0e + 4x1e + 4x2e")
     assert (d.weight_numel, len(d.paths)) == (24, 6)
-    assert all(p.mode == "uvu" and p.weight_shape == (4, 1) for p in d.paths)
+    assert all(p.connection == "uvu" and p.weight_shape == (4, 1) for p in d.paths)
     # Every path writes its own output entry: fan_in = mul2 = 1.
     assert all(p.coefficient == 1.0 for p in d.paths)
     assert [p.i_out for p in d.paths] == list(range(6))
@@ -131,8 +131,8 @@ def test_uvu_multiplicity_mismatch_raises():
         _build(Irreps("4x0e"), Irreps("0e"), Irreps("3x0e"), [(0, 0, 0)], "uvu")
 
 
-def test_unknown_mode_raises():
-    with pytest.raises(ValueError, match="mode"):
+def test_unknown_connection_raises():
+    with pytest.raises(ValueError, match="connection"):
         _build(Irreps("4x0e"), Irreps("0e"), Irreps("4x0e"), [(0, 0, 0)], "uuu")
 
 
@@ -140,7 +140,7 @@ def test_fully_connected_docstring_example():
     d = fully_connected_paths("2x0e + 2x1o", "0e + 1o", "3x0e + 3x1o")
     assert d.weight_numel == 24
     assert len(d.paths) == 4
-    assert all(p.mode == "uvw" and p.weight_shape == (2, 1, 3) for p in d.paths)
+    assert all(p.connection == "uvw" and p.weight_shape == (2, 1, 3) for p in d.paths)
     # Two paths into each output entry, each with mul1 * mul2 = 2 inputs: c = 1/2.
     assert all(p.coefficient == pytest.approx(0.5) for p in d.paths)
     _check_layout(d)

@@ -29,7 +29,7 @@ def naive_tensor_product(description, x1, x2, weight):
         a = x1[..., s1[p.i_in1]].reshape(lead + (mul1, ir1.dim))
         b = x2[..., s2[p.i_in2]].reshape(lead + (mul2, ir2.dim))
         w = weight[..., p.weight_slice].reshape(lead + p.weight_shape)
-        if p.mode == "uvu":
+        if p.connection == "uvu":
             term = torch.einsum("...uv,...ui,...vj,ijk->...uk", w, a, b, C)
         else:
             term = torch.einsum("...uvw,...ui,...vj,ijk->...wk", w, a, b, C)
@@ -224,3 +224,27 @@ def test_module_metadata():
     assert "paths" in repr(tp)
     assert list(tp.parameters()) == []  # weightless: weights come in as an argument
     assert tp.state_dict() == {}  # plan buffers are not persistent
+
+
+@pytest.mark.parametrize("case", CASES[:3] + CASES[4:5], ids=lambda c: c[0] + c[1][:12])
+def test_convolve_is_gather_product_scatter(case):
+    """``convolve`` equals gathering the sources, the per-edge product and a sum by destination."""
+    from tfn.ops import EdgePlan
+
+    tp = _tp(case)
+    g = torch.Generator().manual_seed(3)
+    n, e = 7, 23
+    src = torch.randint(0, n, (e,), generator=g)
+    dst = torch.randint(0, n, (e,), generator=g)
+    x = torch.randn(n, tp.irreps_in1.dim, generator=g, dtype=torch.float64)
+    y = torch.randn(e, tp.irreps_in2.dim, generator=g, dtype=torch.float64)
+    w = torch.randn(e, tp.weight_numel, generator=g, dtype=torch.float64)
+    out = tp.convolve(x, y, w, EdgePlan.build(src, dst, n))
+    per_edge = naive_tensor_product(tp.description, x[src], y, w)
+    expected = torch.zeros(n, per_edge.shape[-1], dtype=torch.float64).index_add(0, dst, per_edge)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+def test_unknown_executor_raises():
+    with pytest.raises(ValueError, match="executor"):
+        TensorProduct(channelwise_paths("2x0e", "0e"), executor="warp")

@@ -1,8 +1,8 @@
 """What a Clebsch-Gordan tensor product computes, apart from how it is computed.
 
 A :class:`TensorProductDescription` lists the paths ``(in1 entry, in2 entry) -> out entry``,
-the mode of each path (``"uvu"``: channel-wise, each channel of input 1 has its own weight;
-``"uvw"``: fully connected across channels), the layout of the flat weight vector, and the
+the connection of each path (``"uvu"``: channel-wise, each channel of input 1 has its own
+weight; ``"uvw"``: fully connected across channels), the layout of the flat weight vector, and the
 normalisation coefficient of each path. It is plain data, computed from irreps alone, so the
 shapes of any model can be known without running it. Kernels (:mod:`tfn.ops.tensor_product`)
 execute a description; a faster kernel can replace another without touching the models.
@@ -31,17 +31,18 @@ __all__ = [
     "reachable_irreps",
 ]
 
-_MODES = ("uvu", "uvw")
+_CONNECTIONS = ("uvu", "uvw")
 
 
 @dataclass(frozen=True)
 class Path:
-    """One path of a tensor product: entries of the three irreps, mode, weights, coefficient."""
+    """One path of a tensor product: entries of the three irreps, connection, weights,
+    coefficient. ``connection`` is ``"uvu"`` (channel-wise) or ``"uvw"`` (fully connected)."""
 
     i_in1: int
     i_in2: int
     i_out: int
-    mode: str
+    connection: str
     weight_start: int
     weight_shape: tuple[int, ...]
     coefficient: float
@@ -89,7 +90,7 @@ class TensorProductDescription:
         for p in self.paths:
             a, b, c = self.path_irreps(p)
             lines.append(
-                f"  [{p.mode}] {a} x {b} -> {c}  weights {p.weight_shape}  c={p.coefficient:.4g}"
+                f"  [{p.connection}] {a} x {b} -> {c}  weights {p.weight_shape}  c={p.coefficient:.4g}"
             )
         return "\n".join(lines)
 
@@ -99,18 +100,20 @@ def _build(
     irreps_in2: Irreps,
     irreps_out: Irreps,
     triples: list[tuple[int, int, int]],
-    mode: str,
+    connection: str,
 ) -> TensorProductDescription:
-    if mode not in _MODES:
-        raise ValueError(f"unknown tensor product mode {mode!r}; expected one of {_MODES}")
+    if connection not in _CONNECTIONS:
+        raise ValueError(
+            f"unknown tensor product connection {connection!r}; expected one of {_CONNECTIONS}"
+        )
     fan_in = [0] * len(irreps_out)
     for i1, i2, io in triples:
         mul1, mul2 = irreps_in1[i1].mul, irreps_in2[i2].mul
-        fan_in[io] += mul2 if mode == "uvu" else mul1 * mul2
+        fan_in[io] += mul2 if connection == "uvu" else mul1 * mul2
     paths, start = [], 0
     for i1, i2, io in triples:
         mul1, mul2, mul_out = irreps_in1[i1].mul, irreps_in2[i2].mul, irreps_out[io].mul
-        if mode == "uvu":
+        if connection == "uvu":
             if mul_out != mul1:
                 raise ValueError(
                     f"channel-wise path {irreps_in1[i1]} x {irreps_in2[i2]} -> {irreps_out[io]} "
@@ -120,7 +123,7 @@ def _build(
         else:
             shape = (mul1, mul2, mul_out)
         coefficient = 1.0 / math.sqrt(fan_in[io]) if fan_in[io] > 0 else 0.0
-        paths.append(Path(i1, i2, io, mode, start, shape, coefficient))
+        paths.append(Path(i1, i2, io, connection, start, shape, coefficient))
         start += math.prod(shape)
     return TensorProductDescription(irreps_in1, irreps_in2, irreps_out, tuple(paths))
 

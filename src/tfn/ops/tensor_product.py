@@ -26,10 +26,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tfn.ops.edge_plan import EdgePlan
 from tfn.ops.paths import TensorProductDescription
 from tfn.so3.clebsch_gordan import clebsch_gordan
 
-__all__ = ["TensorProduct"]
+__all__ = ["TensorProduct", "EXECUTORS"]
+
+#: Names accepted by ``TensorProduct(..., executor=...)``; ``"auto"`` picks the fastest available.
+EXECUTORS = ("auto", "eager")
 
 
 class _Cat(torch.autograd.Function):
@@ -79,6 +83,8 @@ class TensorProduct(nn.Module):
     Args:
         description: the paths, from :func:`tfn.ops.channelwise_paths` or
             :func:`tfn.ops.fully_connected_paths`.
+        executor: which kernel runs :meth:`convolve` (one of :data:`EXECUTORS`; ``"auto"``:
+            the fastest available on the inputs' device).
 
     ``x1 [..., irreps_in1.dim]``, ``x2 [..., irreps_in2.dim]`` and ``weight [..., weight_numel]``
     (or ``[weight_numel]``, shared) broadcast over their leading dimension.
@@ -91,13 +97,18 @@ class TensorProduct(nn.Module):
         True
     """
 
-    def __init__(self, description: TensorProductDescription) -> None:
+    def __init__(self, description: TensorProductDescription, executor: str = "auto") -> None:
         super().__init__()
+        if executor not in EXECUTORS:
+            raise ValueError(
+                f"TensorProduct: unknown executor {executor!r}; expected one of {EXECUTORS}"
+            )
         d = description
         self.description = d
+        self.executor = executor
         self.irreps_in1, self.irreps_in2, self.irreps_out = d.irreps_in1, d.irreps_in2, d.irreps_out
         self.weight_numel = d.weight_numel
-        self.mode = d.paths[0].mode if d.paths else "uvu"
+        self.connection = d.paths[0].connection if d.paths else "uvu"
         self._in1_sizes = [mi.dim for mi in d.irreps_in1]
         self._out = [(mul, ir.dim) for mul, ir in d.irreps_out]
         self._masters: dict[str, torch.Tensor] = {}  # float64 originals of the buffers: see _apply
@@ -175,7 +186,7 @@ class TensorProduct(nn.Module):
         x2 = x2.expand(lead + x2.shape[-1:]).reshape(-1, x2.shape[-1])
         if weight.dim() > 1:
             weight = weight.expand(lead + weight.shape[-1:]).reshape(-1, weight.shape[-1])
-        if self.mode == "uvu":
+        if self.connection == "uvu":
             outputs = self._channelwise(x1, x2, weight)
         else:
             outputs = self._fully_connected(x1, x2, weight)
@@ -200,6 +211,27 @@ class TensorProduct(nn.Module):
         ]
         out = _cat(blocks, dim=-1) if blocks else x1.new_zeros(E, 0)
         return out.reshape(lead + (self.irreps_out.dim,))
+
+    def convolve(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        plan: EdgePlan,
+    ) -> torch.Tensor:
+        """The convolution: gather, product, scatter.
+
+        ``out[a] = sum over edges e = (b -> a) of TP(x[b], y[e], weight[e])``, with
+        ``x [num_nodes, irreps_in1.dim]`` node features, ``y [E, irreps_in2.dim]`` and
+        ``weight [E, weight_numel]`` per edge and ``plan`` the edges (:class:`EdgePlan`,
+        built once per graph and shared by every convolution on it). Returns
+        ``[plan.num_nodes, irreps_out.dim]``.
+        """
+        if x.shape[0] != plan.num_nodes:
+            raise ValueError(
+                f"TensorProduct.convolve: x has {x.shape[0]} rows, the edge plan {plan.num_nodes} nodes"
+            )
+        return self(x.index_select(0, plan.src), y, weight, dst=plan.dst, num_nodes=plan.num_nodes)
 
     def _path_blocks(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor):
         """For every sub-path (path, copy ``v`` of input 2): ``(path, v, Z [E, U, d3], w)``.
