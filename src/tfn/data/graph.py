@@ -1,122 +1,133 @@
-"""Point clouds and batches of point clouds.
+"""A graph as data: which points exchange messages, and across which periodic images.
 
-A :class:`PointCloud` is one cloud: positions ``[n, 3]``, per-point features ``[n, dim]`` and a
-dict of targets (per point ``[n, ...]`` or per cloud ``[...]``). :func:`collate` stacks clouds of
-different sizes into one :class:`Batch`, the flat layout every layer works on: all points
-concatenated, with ``batch[i]`` the index of the cloud point ``i`` belongs to.
+A :class:`Graph` is what a model needs besides positions and features: the edges
+``edge_index = (src, dst)`` and, for periodic systems, the integer image offset of each edge and
+the cells. Models either receive one (built by a data transform, a calculator or the user) or
+build one from the positions. Edge vectors are always recomputed from the positions (and cells)
+inside the model, so that forces and stress come out of autograd:
+
+``edge_vec = pos[dst] - pos[src] + cell_shift @ cell[batch[dst]]``
+
+(cell rows are the lattice vectors, ASE's convention; with ASE's ``neighbor_list("ijS")`` this
+is ``src = i``, ``dst = j``, ``cell_shift = S``). A graph may instead carry Cartesian ``shifts``
+added to the vectors as they are (no stress then: they do not follow a strain of the cell).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-__all__ = ["PointCloud", "Batch", "collate"]
+__all__ = ["Graph"]
 
 
-@dataclass
-class PointCloud:
-    """One point cloud.
+@dataclass(frozen=True)
+class Graph:
+    """Edges of one batch of point clouds.
 
     Args:
-        pos: positions ``[n, 3]``.
-        features: per-point input features ``[n, dim]`` (flat irreps layout).
-        targets: named targets; a tensor whose first dimension is ``n`` is per point
-            (listed in ``point_targets``), any other tensor is per cloud.
-        point_targets: names of the targets that are per point.
+        edge_index: ``[2, E]`` integer, row 0 the source, row 1 the destination.
+        cell_shift: ``[E, 3]`` integer image offsets (with ``cell``), or ``None``.
+        cell: ``[B, 3, 3]`` (or ``[3, 3]`` for one cloud) lattice vectors as rows, or ``None``.
+        shifts: ``[E, 3]`` Cartesian offsets added to the edge vectors, or ``None``;
+            exclusive with ``cell_shift``.
 
     Example:
-        >>> cloud = PointCloud(torch.zeros(2, 3), torch.ones(2, 1), {"label": torch.tensor(3)})
-        >>> cloud.num_points
-        2
+        >>> pos = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]])
+        >>> cell = torch.eye(3)
+        >>> g = Graph(torch.tensor([[1], [0]]), cell_shift=torch.tensor([[1, 0, 0]]), cell=cell)
+        >>> g.edge_vectors(pos).tolist()  # from the image of point 1 at x = 1.9 to point 0
+        [[0.09999996423721313, 0.0, 0.0]]
     """
 
-    pos: torch.Tensor
-    features: torch.Tensor
-    targets: dict[str, torch.Tensor] = field(default_factory=dict)
-    point_targets: tuple[str, ...] = ()
+    edge_index: Tensor
+    cell_shift: Tensor | None = None
+    cell: Tensor | None = None
+    shifts: Tensor | None = None
 
-    @property
-    def num_points(self) -> int:
-        return int(self.pos.shape[0])
-
-
-@dataclass
-class Batch:
-    """Several clouds in one flat layout.
-
-    ``pos [N, 3]``, ``features [N, dim]``, ``batch [N]`` (cloud index of each point, sorted),
-    ``targets``: per-point targets concatenated ``[N, ...]``, per-cloud targets stacked
-    ``[num_clouds, ...]``.
-    """
-
-    pos: torch.Tensor
-    features: torch.Tensor
-    batch: torch.Tensor
-    num_clouds: int
-    targets: dict[str, torch.Tensor] = field(default_factory=dict)
-    point_targets: tuple[str, ...] = ()
-
-    @property
-    def num_points(self) -> int:
-        return int(self.pos.shape[0])
-
-    def to(self, *args, **kwargs) -> Batch:
-        """Move every tensor (``.to`` semantics; integer tensors keep their dtype)."""
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            if t.is_floating_point():
-                return t.to(*args, **kwargs)
-            device = kwargs.get(
-                "device", next((a for a in args if not isinstance(a, torch.dtype)), None)
+    def __post_init__(self) -> None:
+        ei = self.edge_index
+        if not isinstance(ei, Tensor) or ei.dim() != 2 or ei.shape[0] != 2:
+            shape = tuple(ei.shape) if isinstance(ei, Tensor) else type(ei).__name__
+            raise ValueError(f"Graph: edge_index must be a [2, E] tensor, got {shape}")
+        if ei.is_floating_point() or ei.dtype == torch.bool:
+            raise ValueError(f"Graph: edge_index must be an integer tensor, got {ei.dtype}")
+        if ei.dtype != torch.long:
+            object.__setattr__(self, "edge_index", ei.long())
+        num_edges = ei.shape[1]
+        if self.shifts is not None and self.cell_shift is not None:
+            raise ValueError("Graph: give either cell_shift (with cell) or Cartesian shifts")
+        if (self.cell_shift is None) != (self.cell is None) and self.cell_shift is not None:
+            raise ValueError("Graph: cell_shift needs the cell it counts in")
+        for name in ("cell_shift", "shifts"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (num_edges, 3):
+                raise ValueError(
+                    f"Graph: {name} must have shape [{num_edges}, 3] (one row per edge), "
+                    f"got {tuple(value.shape)}"
+                )
+        if self.cell is not None and (
+            self.cell.shape[-2:] != (3, 3) or self.cell.dim() not in (2, 3)
+        ):
+            raise ValueError(
+                f"Graph: cell must have shape [3, 3] or [B, 3, 3], got {tuple(self.cell.shape)}"
             )
-            return t.to(device) if device is not None else t
 
-        return Batch(
-            pos=move(self.pos),
-            features=move(self.features),
-            batch=move(self.batch),
-            num_clouds=self.num_clouds,
-            targets={k: move(v) for k, v in self.targets.items()},
-            point_targets=self.point_targets,
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def src(self) -> Tensor:
+        return self.edge_index[0]
+
+    @property
+    def dst(self) -> Tensor:
+        return self.edge_index[1]
+
+    @property
+    def periodic(self) -> bool:
+        """True when some edge crosses a cell boundary (or could: cells are given)."""
+        return self.cell is not None or self.shifts is not None
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Move to ``device``; floating tensors (cell, shifts) also to ``dtype``."""
+
+        def move(t: Tensor | None, floating: bool) -> Tensor | None:
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if floating else None)
+
+        return Graph(
+            move(self.edge_index, False),
+            move(self.cell_shift, False),
+            move(self.cell, True),
+            move(self.shifts, True),
         )
 
+    def edge_vectors(
+        self, pos: Tensor, batch: Tensor | None = None, cell: Tensor | None = None
+    ) -> Tensor:
+        """``edge_vec [E, 3]`` from positions (differentiable in ``pos`` and the cell).
 
-def collate(clouds: Sequence[PointCloud]) -> Batch:
-    """Concatenate clouds into one :class:`Batch`.
-
-    Example:
-        >>> a = PointCloud(torch.zeros(2, 3), torch.ones(2, 1), {"y": torch.tensor([1.0])})
-        >>> b = PointCloud(torch.ones(3, 3), torch.ones(3, 1), {"y": torch.tensor([2.0])})
-        >>> batch = collate([a, b])
-        >>> batch.batch.tolist(), batch.targets["y"].shape
-        ([0, 0, 1, 1, 1], torch.Size([2, 1]))
-    """
-    if len(clouds) == 0:
-        raise ValueError("collate: empty batch (no point clouds given)")
-    point_targets = clouds[0].point_targets
-    keys = set(clouds[0].targets)
-    for i, c in enumerate(clouds):
-        if c.num_points == 0:
-            raise ValueError(f"collate: cloud {i} has no points")
-        if set(c.targets) != keys or c.point_targets != point_targets:
-            raise ValueError(
-                f"collate: cloud {i} has targets {sorted(c.targets)}, expected {sorted(keys)}"
-            )
-    pos = torch.cat([c.pos for c in clouds])
-    features = torch.cat([c.features for c in clouds])
-    batch = torch.cat(
-        [
-            torch.full((c.num_points,), i, dtype=torch.long, device=c.pos.device)
-            for i, c in enumerate(clouds)
-        ]
-    )
-    targets: dict[str, torch.Tensor] = {}
-    for k in keys:
-        if k in point_targets:
-            targets[k] = torch.cat([c.targets[k] for c in clouds])
-        else:
-            targets[k] = torch.stack([torch.as_tensor(c.targets[k]) for c in clouds])
-    return Batch(pos, features, batch, len(clouds), targets, point_targets)
+        ``cell`` overrides the graph's cell (a strained copy, for the stress); ``batch`` is the
+        cloud of each point, needed with several cells.
+        """
+        src, dst = self.edge_index[0], self.edge_index[1]
+        vec = pos.index_select(0, dst) - pos.index_select(0, src)
+        if self.shifts is not None:
+            return vec + self.shifts.to(vec.dtype)
+        if self.cell_shift is None:
+            return vec
+        cell = self.cell if cell is None else cell
+        shift = self.cell_shift.to(vec.dtype)
+        if cell.dim() == 2:
+            return vec + shift @ cell.to(vec.dtype)
+        if batch is None:
+            if cell.shape[0] != 1:
+                raise ValueError(f"Graph: {cell.shape[0]} cells need the batch index of the points")
+            return vec + shift @ cell[0].to(vec.dtype)
+        per_edge = cell.to(vec.dtype).index_select(0, batch.index_select(0, dst))
+        return vec + torch.bmm(shift.unsqueeze(1), per_edge).squeeze(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tfn.data.graph import PointCloud
+from tfn.data.batch import PointCloud
 
 __all__ = ["inertia", "inertia_tensor"]
 

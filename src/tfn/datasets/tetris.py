@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tfn.data.graph import PointCloud
+from tfn.data.batch import PointCloud
 from tfn.datasets._rotations import random_rotations
 
 __all__ = ["TETRIS_SHAPES", "TETRIS_POINTS", "tetris", "mirror"]
