@@ -23,6 +23,14 @@ inertia     15 point masses     masses ``[n, 1]`` (``1x0e``)   ``"inertia"`` ``[
 * :func:`inertia`: inertia tensor about the origin (the first point, mass 0);
   :func:`inertia_tensor` computes it for any positions.
 
+Molecular dynamics (imported on first use; they need ``tfn[chem]``, and ``tfn[md]`` to generate):
+
+* :func:`generate_md` (:mod:`tfn.datasets.md`): MD17-style GFN2-xTB trajectories of an MD17
+  molecule (:data:`MD17_SMILES`) or any SMILES, written to extxyz, resumable;
+* :func:`read_trajectory` (:mod:`tfn.datasets.io`): extxyz, MD17 and revised-MD17 npz files as
+  :class:`ase.Atoms` with ``info["energy"]`` (eV) and ``arrays["forces"]`` (eV/Å);
+  :func:`check_trajectory` validates frames (NaN, atoms on top of each other, missing labels).
+
 Example:
     >>> from tfn.data import collate
     >>> batch = collate(gravity(4, seed=0))
@@ -34,13 +42,36 @@ from tfn.datasets.gravity import gravitational_acceleration, gravity
 from tfn.datasets.inertia import inertia, inertia_tensor
 from tfn.datasets.tetris import TETRIS_POINTS, TETRIS_SHAPES, mirror, tetris
 
+# Imported on first access, so that ``import tfn.datasets`` stays free of ASE, RDKit and tblite.
+_LAZY = {
+    "KCAL_PER_MOL": "tfn.datasets.io",
+    "MD17_SMILES": "tfn.datasets.md",
+    "check_trajectory": "tfn.datasets.io",
+    "generate_md": "tfn.datasets.md",
+    "read_trajectory": "tfn.datasets.io",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "KCAL_PER_MOL",
+    "MD17_SMILES",
     "TETRIS_POINTS",
     "TETRIS_SHAPES",
+    "check_trajectory",
+    "generate_md",
     "gravitational_acceleration",
     "gravity",
     "inertia",
     "inertia_tensor",
     "mirror",
+    "read_trajectory",
     "tetris",
 ]
