@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tfn.so3 import Irreps, SphericalHarmonics, random_rotation, spherical_harmonics, wigner_D
+from tfn.so3 import (
+    Irreps,
+    SphericalHarmonics,
+    harmonics,
+    random_rotation,
+    spherical_harmonics,
+    wigner_D,
+)
 from tfn.testing import assert_equivariant
 
 F64 = torch.float64
@@ -54,8 +61,10 @@ def _legendre_coefficients(l: int) -> list[Fraction]:
     return [c / (2**l * math.factorial(l)) for c in poly]
 
 
-def _reference_harmonics(l: int, xyz: np.ndarray) -> np.ndarray:
-    """Orthonormal ("integral") real harmonics of degree l at the rows of xyz, float64."""
+def _reference_harmonics(l: int, xyz: np.ndarray, solid: bool = False) -> np.ndarray:
+    """Orthonormal ("integral") real harmonics of degree l at the rows of xyz, float64 (times
+    r^l, computed exactly and then rounded, if ``solid``: so it overflows only when the value
+    does)."""
     mpmath = pytest.importorskip("mpmath")
     coefficients = _legendre_coefficients(l)
     derivatives = [coefficients]
@@ -69,6 +78,7 @@ def _reference_harmonics(l: int, xyz: np.ndarray) -> np.ndarray:
             r = mpmath.sqrt(x * x + y * y + z * z)
             # polar axis y; azimuth in the (z, x) plane: (x', y', z') = (z, x, y)
             xp, yp, t = z / r, x / r, y / r
+            radial = r**l if solid else mpmath.mpf(1)
             for m in range(l + 1):
                 poly = sum(
                     mpmath.mpf(c.numerator) / c.denominator * t**i
@@ -81,6 +91,7 @@ def _reference_harmonics(l: int, xyz: np.ndarray) -> np.ndarray:
                     * mpmath.factorial(l - m)
                     / mpmath.factorial(l + m)
                 )
+                norm *= radial
                 if m == 0:
                     out[n, l] = float(norm * poly)
                 else:
@@ -395,3 +406,228 @@ def test_gradient_of_l1_normalized():
     u = x.detach() / r
     expected = math.sqrt(3) * (torch.eye(3, dtype=F64) - torch.outer(u, u)) / r
     torch.testing.assert_close(J, expected, atol=1e-13, rtol=0)
+
+
+# ----------------------------------------------------------------------------- the two paths
+
+
+@pytest.fixture(params=["kernel", "eager"])
+def path(request, monkeypatch):
+    """Runs a test with the C++ kernel, then with the eager PyTorch fallback."""
+    if request.param == "eager":
+        monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
+    elif harmonics._kernel() is None:
+        pytest.skip("the C++ kernel could not be built here (no compiler?)")
+    return request.param
+
+
+def test_no_extensions_selects_the_eager_path(monkeypatch):
+    monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
+    assert harmonics._kernel() is None
+
+
+def _edge_points(dtype) -> torch.Tensor:
+    """Random points, axis-aligned ones (exact zeros in the output), and extreme sizes."""
+    info = torch.finfo(dtype)
+    base = torch.cat(
+        [
+            _points(1001, 30),  # not a multiple of the kernel's block: a partial block
+            torch.tensor([[1.0, 0, 0], [0, -1.0, 0], [0, 0, 2.0], [-0.0, 0, 0], [0, 0, 0]]),
+            torch.tensor([[1e30, 1.0, 0], [3.0, -1e-30, 1e-30]]),
+        ]
+    ).to(dtype)
+    extreme = torch.tensor([[0.3, -1.0, 0.7], [1.0, 0.0, -0.5]], dtype=dtype)
+    scales = [info.tiny * info.eps, info.tiny / 3, info.tiny, info.max / 4]
+    return torch.cat([base, *(extreme * s for s in scales)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kernel_matches_eager_path(dtype, monkeypatch):
+    if harmonics._kernel() is None:
+        pytest.skip("the C++ kernel could not be built here (no compiler?)")
+    x = _edge_points(dtype)
+    ls = list(range(17))
+    eps = torch.finfo(dtype).eps
+    for normalize in (True, False):
+        for normalization in ("component", "integral", "norm"):
+            kernel = spherical_harmonics(ls, x, normalize, normalization)
+            monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
+            eager = spherical_harmonics(ls, x, normalize, normalization)
+            monkeypatch.delenv("TFN_NO_EXTENSIONS")
+            assert kernel.dtype == eager.dtype == dtype
+            # the same infinities, zeros and NaNs; elsewhere rounding relative to the block
+            assert torch.equal(torch.isinf(kernel), torch.isinf(eager))
+            assert torch.equal(kernel[torch.isinf(kernel)], eager[torch.isinf(eager)])
+            assert not torch.isnan(kernel).any() and not torch.isnan(eager).any()
+            for l, a, b in zip(ls, _blocks(kernel, ls), _blocks(eager, ls)):
+                finite = torch.isfinite(b)
+                scale = torch.where(finite, b.abs(), 0).amax(-1, keepdim=True)
+                error = torch.where(finite, (a - b).abs(), 0)
+                # rounding grows with the degree: 10 eps (l + 1), at most 4e-14 in float64
+                assert bool((error <= 10 * eps * (l + 1) * scale).all()), (normalize, l)
+
+
+def test_kernel_threads_agree():
+    if harmonics._kernel() is None:
+        pytest.skip("the C++ kernel could not be built here (no compiler?)")
+    x = _points(5000, 31, torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = spherical_harmonics(list(range(7)), x)
+        torch.set_num_threads(2)
+        two = spherical_harmonics(list(range(7)), x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+# ----------------------------------------------------------------------------- zero, tiny, huge
+
+EDGE_LS = list(range(7))
+
+
+def _grad(x: torch.Tensor, normalize: bool, weights: torch.Tensor, ls=EDGE_LS):
+    x = x.detach().clone().requires_grad_(True)
+    Y = spherical_harmonics(ls, x, normalize=normalize)
+    (g,) = torch.autograd.grad((Y * weights).sum(), x)
+    return Y.detach(), g
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_zero_vector(path, dtype, normalize):
+    """Y_0 as usual and Y_l = 0 (l > 0); gradient 0 when normalizing (the direction is
+    undefined), the polynomials' exact gradient otherwise; finite second derivatives."""
+    x = torch.tensor([[0.0, 0.0, 0.0], [-0.0, 0.0, -0.0]], dtype=dtype)
+    w = torch.randn(2, 49, generator=torch.Generator().manual_seed(32), dtype=F64).to(dtype)
+    for normalization in ("component", "integral", "norm"):
+        Y = spherical_harmonics(EDGE_LS, x, normalize, normalization)
+        expected = torch.zeros_like(Y)
+        expected[:, 0] = 1 / math.sqrt(4 * math.pi) if normalization == "integral" else 1.0
+        torch.testing.assert_close(Y, expected, atol=0, rtol=0)
+    _, g = _grad(x, normalize, w)
+    if normalize:
+        expected = torch.zeros_like(g)
+    else:  # only Y_1 = M x has a nonzero gradient at 0: w_1 M
+        M = spherical_harmonics(1, torch.eye(3, dtype=dtype), normalize=False).T
+        expected = w[:, 1:4] @ M
+    torch.testing.assert_close(g, expected, atol=0 if normalize else 1e-6, rtol=0)
+    # second derivatives through the backward: finite (zero when normalizing)
+    v = x.detach().clone().requires_grad_(True)
+    Y = spherical_harmonics(EDGE_LS, v, normalize=normalize)
+    (g,) = torch.autograd.grad((Y * w).sum(), v, create_graph=True)
+    (gg,) = torch.autograd.grad((g * g).sum(), v)
+    assert torch.isfinite(gg).all()
+    if normalize:
+        assert not gg.any()
+    elif dtype == torch.float64:
+        # a polynomial: the same as just next to the origin
+        near = x + 1e-9 * torch.tensor([[1.0, -2.0, 0.5]], dtype=dtype)
+        v = near.requires_grad_(True)
+        Y = spherical_harmonics(EDGE_LS, v, normalize=False)
+        (g,) = torch.autograd.grad((Y * w).sum(), v, create_graph=True)
+        (gg_near,) = torch.autograd.grad((g * g).sum(), v)
+        torch.testing.assert_close(gg, gg_near, atol=1e-6, rtol=0)
+
+
+_DIRECTIONS = torch.tensor(
+    [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.3, -1.0, 0.7]]
+    + [[0.6, 0.8, -1.0], [-1.0, 0.25, 0.5], [1.0, -1e-3, 1e-3]],
+    dtype=F64,
+)
+_SCALES = {
+    torch.float32: [1e-30, 1e-38, 1e-40, 1e-45, 1e30, 3e38],  # 1e-40, 1e-45: subnormal
+    torch.float64: [1e-30, 1e-200, 1e-300, 1e-310, 5e-324, 1e30, 1e300, 1.7e308],
+}
+
+
+def _power_of_two_scaled(t: torch.Tensor, k: int) -> torch.Tensor:
+    """t * 2^k in float64, rounded once (two exact halves: 2^k alone may overflow)."""
+    return t * 2.0 ** (k // 2) * 2.0 ** (k - k // 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tiny_and_huge_vectors_normalized(path, dtype):
+    """Harmonics as accurate as at unit vectors (independent reference, at the very point
+    given); gradients ~ 1 / |x| correct wherever representable, +-inf (never NaN) beyond."""
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    w = torch.randn(len(_DIRECTIONS), 49, generator=torch.Generator().manual_seed(33))
+    w = w.to(dtype)
+    for scale in _SCALES[dtype]:
+        x = (_DIRECTIONS * scale).to(dtype)
+        assert (x != 0).any(-1).all()
+        Y, g = _grad(x, True, w)
+        assert torch.isfinite(Y).all(), scale
+        for l, block in zip(EDGE_LS, _blocks(Y, EDGE_LS)):
+            ref = _reference_harmonics(l, x.double().numpy())  # integral normalisation
+            ref = torch.from_numpy(ref) * math.sqrt(4 * math.pi)  # component
+            torch.testing.assert_close(block.double(), ref, atol=tol * math.sqrt(2 * l + 1), rtol=0)
+        # gradient: homogeneous of degree -1, so g(x) = g(x 2^-k) 2^-k with x 2^-k ~ 1
+        k = round(math.log2(scale))
+        _, g_unit = _grad(_power_of_two_scaled(x.double(), -k), True, w.double())
+        exact = _power_of_two_scaled(g_unit, -k)  # float64, inf where even that overflows
+        assert not torch.isnan(g).any(), scale
+        largest = torch.finfo(dtype).max
+        size = _power_of_two_scaled(g_unit.abs().amax(-1, keepdim=True), -k)
+        fits = (size < largest / 2).squeeze(-1)
+        if fits.any():
+            atol = float(10 * tol * size[fits].max())
+            torch.testing.assert_close(g[fits], exact[fits].to(dtype), atol=atol, rtol=0)
+        # Rows too large for the dtype (subnormal x): each significant component overflows to
+        # +-inf if its exact value does, and is accurate if it does not.
+        # (Significant: above 1e-3 of the row's largest, so 10 tol of that is 1e4 tol of it.)
+        significant = (g_unit.abs() > 1e-3 * g_unit.abs().amax(-1, keepdim=True)) & ~fits[:, None]
+        over = significant & (exact.abs() > 2 * largest)
+        assert torch.equal(g[over], exact[over].sign() * math.inf), scale
+        under = significant & (exact.abs() < largest / 2)
+        torch.testing.assert_close(g[under].double(), exact[under], atol=0, rtol=1e4 * tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tiny_and_huge_vectors_solid(path, dtype):
+    """normalize=False: r^l Y_l rounded once from the exact value: +-inf exactly where that
+    overflows, 0 where it underflows, exact zeros kept (no inf * 0), no premature overflow."""
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    scales = [1e-30, 1e-20, 1e10, 1e30] if dtype == torch.float32 else [1e-200, 1e-50, 1e50, 1e300]
+    directions = torch.cat([_DIRECTIONS, torch.tensor([[1.0, 1e-30, 0.0]], dtype=F64)])
+    for scale in scales:
+        x = (directions * scale).to(dtype)
+        Y = spherical_harmonics(EDGE_LS, x, normalize=False, normalization="integral")
+        assert not torch.isnan(Y).any(), scale
+        for l, block in zip(EDGE_LS, _blocks(Y, EDGE_LS)):
+            ref = torch.from_numpy(_reference_harmonics(l, x.double().numpy(), solid=True))
+            ref = ref.to(dtype)  # rounded once to the dtype: inf where it overflows
+            inf = torch.isinf(ref)
+            assert torch.equal(block[inf], ref[inf]), (scale, l)
+            size = torch.where(inf, 0, ref.abs()).amax(-1, keepdim=True)
+            error = torch.where(inf, 0, (block - ref).abs())
+            # rounding relative to the largest finite value in the block, and to each value
+            assert bool((error <= tol * size + tol * ref.abs()).all()), (scale, l)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_gradgradcheck_at_tiny_and_huge_scales(path, normalize):
+    """First and second derivatives at points of size 1e-150 .. 1e150 (float64). The function
+    checked is v -> Y(c v) (divided by c^l when not normalizing), whose derivatives are O(1),
+    so that the finite differences are meaningful; inside, everything happens at size c."""
+    ls = list(range(5))
+    v = _points(2, 34).requires_grad_(True)
+    for c in [1e-150, 1e-30, 1e30, 1e150] if normalize else [1e-30, 1e30]:
+        power = torch.tensor([l for l in ls for _ in range(2 * l + 1)], dtype=F64)
+
+        def fn(v, c=c, power=power):
+            Y = spherical_harmonics(ls, c * v, normalize=normalize)
+            return Y if normalize else Y * c**-power
+
+        assert torch.autograd.gradcheck(fn, (v,), eps=1e-6, atol=1e-6)
+        assert torch.autograd.gradgradcheck(fn, (v,), eps=1e-6, atol=1e-5)
+
+
+def test_non_finite_input(path):
+    x = torch.tensor([[math.nan, 0.0, 1.0], [math.inf, 0.0, 0.0], [1.0, -math.inf, 2.0]])
+    Y = spherical_harmonics(list(range(4)), x)
+    assert torch.equal(Y[:, 0], torch.ones(3))
+    assert torch.isnan(Y[:, 1:]).all()
+    Y = spherical_harmonics(list(range(4)), x, normalize=False)
+    assert not torch.isfinite(Y[:, 1:]).all(-1).any()
