@@ -146,6 +146,39 @@ def test_same_seed_same_bytes_other_seed_other_frames(tmp_path):
     assert a != c
 
 
+def test_xtb_labels_do_not_depend_on_the_path(tmp_path):
+    needs_md()
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    walked = water.copy()
+    walked.calc = md._make_calculator(0, 1)
+    for shift in (0.05, -0.03, 0.02):  # another history before the same geometry
+        walked.positions = water.positions + shift * np.eye(3)
+        walked.get_forces()
+    walked.positions = water.positions
+    fresh = water.copy()
+    fresh.calc = md._make_calculator(0, 1)
+    np.testing.assert_array_equal(walked.get_forces(), fresh.get_forces())
+    assert walked.get_potential_energy() == fresh.get_potential_energy()
+
+
+def test_charged_smiles_runs_with_its_charge(tmp_path):
+    needs_md()
+    out = generate_md("[NH4+]", tmp_path / "ammonium.extxyz", frames=2, **WATER)
+    assert json.loads(state_path(out).read_text())["config"]["charge"] == 1
+    [frame, _] = read_trajectory(out)
+    assert frame.get_chemical_formula() == "H4N"
+    atoms = Atoms(numbers=frame.numbers, positions=frame.positions)
+    atoms.calc = md._make_calculator(1, 1)
+    assert atoms.get_potential_energy() == pytest.approx(frame.info["energy"], abs=1e-6)
+
+
+def test_missing_md_extra_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tblite", None)
+    monkeypatch.setitem(sys.modules, "tblite.ase", None)
+    with pytest.raises(ImportError, match=r"pip install 'tfn\[md\]'"):
+        generate_md("O", tmp_path / "water.extxyz", frames=2, progress=False)
+
+
 class _Interrupt:
     """A calculator factory whose calculators raise Ctrl-C at the ``at``-th xTB call of the run
     (counting all of them: relaxation, equilibration, production)."""
@@ -332,6 +365,11 @@ def test_extxyz_round_trip_keeps_labels_and_per_atom_arrays(tmp_path):
     ]
     with pytest.raises(IndexError, match="frame 3 out of range"):
         read_trajectory(path, 3)
+    # ASE trajectories (calculator results) follow the same convention.
+    ase.io.write(tmp_path / "water.traj", written)
+    [traj] = read_trajectory(tmp_path / "water.traj", 1)
+    assert traj.calc is None and traj.info["energy"] == energies[1]
+    np.testing.assert_array_equal(traj.arrays["forces"], forces[1])
     # Labels kept in info / arrays under other names (another common convention).
     for atoms in written:
         atoms.info["REF_energy"] = atoms.calc.results["energy"]
