@@ -14,6 +14,11 @@ How it runs.
 * Fully connected (``"uvw"``): the same grouped products first, then per path one batched
   matmul ``W^T [E, W, U] @ Z [E, U, d3]`` mixes the channels and accumulates the output.
 
+These are the "eager" executor. The "fused" executor (:mod:`tfn.ops.fused`, C++ on the CPU)
+runs :meth:`TensorProduct.convolve` as one pass, gather, product and sum onto the destinations,
+without storing a message per edge; ``executor="auto"`` picks it for CPU tensors whenever the
+extension compiled, and the eager kernels otherwise (CUDA, other dtypes, no compiler).
+
 Inputs, weights and results are cut and joined with :func:`_split` and :func:`_cat`: a split
 whose derivative is a concatenation and a concatenation whose derivative is a split, at every
 order. ``torch.split``/``torch.cat`` are only half that: the derivative of ``cat`` is made of
@@ -26,14 +31,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tfn.ops import fused
 from tfn.ops.edge_plan import EdgePlan
 from tfn.ops.paths import TensorProductDescription
 from tfn.so3.clebsch_gordan import clebsch_gordan
 
 __all__ = ["TensorProduct", "EXECUTORS"]
 
-#: Names accepted by ``TensorProduct(..., executor=...)``; ``"auto"`` picks the fastest available.
-EXECUTORS = ("auto", "eager")
+#: Names accepted by ``TensorProduct(..., executor=...)``: ``"eager"`` (PyTorch operations, any
+#: device), ``"fused"`` (the C++ CPU kernel of :mod:`tfn.ops.fused`) and ``"auto"``: ``"fused"``
+#: for CPU float32/float64 inputs when the extension is available, else ``"eager"``.
+EXECUTORS = ("auto", "eager", "fused")
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 class _Cat(torch.autograd.Function):
@@ -83,8 +92,9 @@ class TensorProduct(nn.Module):
     Args:
         description: the paths, from :func:`tfn.ops.channelwise_paths` or
             :func:`tfn.ops.fully_connected_paths`.
-        executor: which kernel runs :meth:`convolve` (one of :data:`EXECUTORS`; ``"auto"``:
-            the fastest available on the inputs' device).
+        executor: which kernel runs it (one of :data:`EXECUTORS`; ``"auto"``: the fused C++
+            kernel for CPU float32/float64 inputs when it compiled, else the eager one;
+            ``"fused"`` raises instead of falling back).
 
     ``x1 [..., irreps_in1.dim]``, ``x2 [..., irreps_in2.dim]`` and ``weight [..., weight_numel]``
     (or ``[weight_numel]``, shared) broadcast over their leading dimension.
@@ -113,6 +123,37 @@ class TensorProduct(nn.Module):
         self._out = [(mul, ir.dim) for mul, ir in d.irreps_out]
         self._masters: dict[str, torch.Tensor] = {}  # float64 originals of the buffers: see _apply
         self._plan_groups(d)
+        # The fused kernel's table: plain CPU float64 tensors, never moved or cast with the module.
+        self._program = fused.FusedProgram.build(d)
+
+    def resolve_executor(self, *tensors: torch.Tensor) -> str:
+        """The executor that runs on these inputs: ``"fused"`` or ``"eager"``.
+
+        Example:
+            >>> from tfn.ops import channelwise_paths
+            >>> TensorProduct(channelwise_paths("2x0e", "0e"), executor="eager").resolve_executor(
+            ...     torch.zeros(1, 2)
+            ... )
+            'eager'
+        """
+        if self.executor == "eager":
+            return "eager"
+        dtypes = {t.dtype for t in tensors}
+        devices = {t.device.type for t in tensors}
+        suitable = devices == {"cpu"} and len(dtypes) == 1 and dtypes <= set(_FUSED_DTYPES)
+        if self.executor == "fused":
+            if not fused.available():
+                raise RuntimeError(
+                    f"TensorProduct: executor='fused' is unavailable ({fused.unavailable_reason()}); "
+                    "use executor='auto' to fall back to the eager kernel"
+                )
+            if not suitable:
+                raise ValueError(
+                    "TensorProduct: executor='fused' runs on CPU tensors of one dtype, float32 or "
+                    f"float64; got dtypes {sorted(map(str, dtypes))} on {sorted(devices)}"
+                )
+            return "fused"
+        return "fused" if suitable and fused.available() else "eager"
 
     def _buffer(self, name: str, value: torch.Tensor) -> None:
         self._masters[name] = value
@@ -186,18 +227,30 @@ class TensorProduct(nn.Module):
         x2 = x2.expand(lead + x2.shape[-1:]).reshape(-1, x2.shape[-1])
         if weight.dim() > 1:
             weight = weight.expand(lead + weight.shape[-1:]).reshape(-1, weight.shape[-1])
+        if dst is not None:
+            if num_nodes is None:
+                raise ValueError("TensorProduct: dst needs num_nodes")
+            if dst.shape != (x1.shape[0],):
+                raise ValueError(
+                    f"TensorProduct: dst must have shape [{x1.shape[0]}], got {tuple(dst.shape)}"
+                )
+        if self.resolve_executor(x1, x2, weight) == "fused":
+            E = x1.shape[0]
+            w = weight if weight.dim() == 2 else weight.expand(E, -1)
+            if dst is None:  # every row its own source and destination
+                plan = EdgePlan.per_edge(E, device=x1.device)
+                return fused.convolve(self._program, x1, x2, w, plan).reshape(
+                    lead + (self.irreps_out.dim,)
+                )
+            src = torch.arange(E, device=x1.device)
+            plan = EdgePlan.build(src, dst, int(num_nodes), num_sources=E)
+            return fused.convolve(self._program, x1, x2, w, plan)
         if self.connection == "uvu":
             outputs = self._channelwise(x1, x2, weight)
         else:
             outputs = self._fully_connected(x1, x2, weight)
         E = x1.shape[0]
         if dst is not None:
-            if num_nodes is None:
-                raise ValueError("TensorProduct: dst needs num_nodes")
-            if dst.shape != (E,):
-                raise ValueError(
-                    f"TensorProduct: dst must have shape [{E}], got {tuple(dst.shape)}"
-                )
             pieces = []
             for o, (mul, dim) in zip(outputs, self._out):
                 node = x1.new_zeros(num_nodes, mul * dim)
@@ -222,15 +275,44 @@ class TensorProduct(nn.Module):
         """The convolution: gather, product, scatter.
 
         ``out[a] = sum over edges e = (b -> a) of TP(x[b], y[e], weight[e])``, with
-        ``x [num_nodes, irreps_in1.dim]`` node features, ``y [E, irreps_in2.dim]`` and
-        ``weight [E, weight_numel]`` per edge and ``plan`` the edges (:class:`EdgePlan`,
-        built once per graph and shared by every convolution on it). Returns
-        ``[plan.num_nodes, irreps_out.dim]``.
+        ``x [plan.num_sources, irreps_in1.dim]`` node features (``num_sources`` is
+        ``num_nodes`` unless the plan is bipartite), ``y [E, irreps_in2.dim]`` and ``weight
+        [E, weight_numel]`` per edge (or ``[weight_numel]``, shared), and ``plan`` the edges
+        (:class:`EdgePlan`, built once per graph and shared by every convolution on it).
+        Returns ``[plan.num_nodes, irreps_out.dim]``. The fused executor does it in one pass
+        without a per-edge output; the eager one gathers, multiplies and sums with ``index_add``.
+
+        Example:
+            >>> from tfn.ops import channelwise_paths
+            >>> tp = TensorProduct(channelwise_paths("4x0e + 2x1o", "0e + 1o"))
+            >>> plan = EdgePlan.build(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 1]), num_nodes=3)
+            >>> w = torch.randn(3, tp.weight_numel)
+            >>> tp.convolve(torch.randn(3, 10), torch.randn(3, 4), w, plan).shape
+            torch.Size([3, 40])
         """
-        if x.shape[0] != plan.num_nodes:
-            raise ValueError(
-                f"TensorProduct.convolve: x has {x.shape[0]} rows, the edge plan {plan.num_nodes} nodes"
+        if not isinstance(plan, EdgePlan):
+            raise TypeError(
+                f"TensorProduct.convolve: plan must be a tfn.ops.EdgePlan, got {type(plan).__name__}"
             )
+        E = plan.num_edges
+        if x.dim() != 2 or x.shape != (plan.num_sources, self.irreps_in1.dim):
+            raise ValueError(
+                f"TensorProduct.convolve: x must be [{plan.num_sources}, {self.irreps_in1.dim}] "
+                f"(the plan's source nodes, irreps_in1 {self.irreps_in1}), got {tuple(x.shape)}"
+            )
+        if y.dim() != 2 or y.shape != (E, self.irreps_in2.dim):
+            raise ValueError(
+                f"TensorProduct.convolve: y must be [{E}, {self.irreps_in2.dim}] (one row per "
+                f"edge, irreps_in2 {self.irreps_in2}), got {tuple(y.shape)}"
+            )
+        if weight.shape not in ((E, self.weight_numel), (self.weight_numel,)):
+            raise ValueError(
+                f"TensorProduct.convolve: weight must be [{E}, {self.weight_numel}] or "
+                f"[{self.weight_numel}], got {tuple(weight.shape)}"
+            )
+        if self.resolve_executor(x, y, weight) == "fused":
+            w = weight if weight.dim() == 2 else weight.expand(E, -1)
+            return fused.convolve(self._program, x, y, w, plan)
         return self(x.index_select(0, plan.src), y, weight, dst=plan.dst, num_nodes=plan.num_nodes)
 
     def _path_blocks(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor):
