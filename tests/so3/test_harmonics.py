@@ -416,14 +416,14 @@ def path(request, monkeypatch):
     """Runs a test with the C++ kernel, then with the eager PyTorch fallback."""
     if request.param == "eager":
         monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
-    elif harmonics._kernel() is None:
+    elif harmonics._kernels() is None:
         pytest.skip("the C++ kernel could not be built here (no compiler?)")
     return request.param
 
 
 def test_no_extensions_selects_the_eager_path(monkeypatch):
     monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
-    assert harmonics._kernel() is None
+    assert harmonics._kernels() is None
 
 
 def _edge_points(dtype) -> torch.Tensor:
@@ -443,7 +443,7 @@ def _edge_points(dtype) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_kernel_matches_eager_path(dtype, monkeypatch):
-    if harmonics._kernel() is None:
+    if harmonics._kernels() is None:
         pytest.skip("the C++ kernel could not be built here (no compiler?)")
     x = _edge_points(dtype)
     ls = list(range(17))
@@ -468,7 +468,7 @@ def test_kernel_matches_eager_path(dtype, monkeypatch):
 
 
 def test_kernel_threads_agree():
-    if harmonics._kernel() is None:
+    if harmonics._kernels() is None:
         pytest.skip("the C++ kernel could not be built here (no compiler?)")
     x = _points(5000, 31, torch.float32)
     threads = torch.get_num_threads()
@@ -631,3 +631,42 @@ def test_non_finite_input(path):
     assert torch.isnan(Y[:, 1:]).all()
     Y = spherical_harmonics(list(range(4)), x, normalize=False)
     assert not torch.isfinite(Y[:, 1:]).all(-1).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kernel_backward_matches_eager_backward(dtype, monkeypatch):
+    """The C++ backward (taken when no graph of the backward is recorded) against the
+    differentiable PyTorch formula (taken with create_graph, and by the fallback)."""
+    if harmonics._kernels() is None:
+        pytest.skip("the C++ kernel could not be built here (no compiler?)")
+    x = _edge_points(dtype)
+    x = x[x.abs().amax(-1) < 1e30]  # normalize=False: no overflowing harmonics
+    eps = torch.finfo(dtype).eps
+    for lmax in (0, 1, 2, 5, 12):
+        ls = list(range(lmax + 1))
+        w = torch.randn(len(x), (lmax + 1) ** 2, generator=torch.Generator().manual_seed(lmax))
+        w = w.to(dtype)
+        for normalize in (True, False):
+            for normalization in ("component", "integral", "norm"):
+                v = x.clone().requires_grad_(True)
+                Y = spherical_harmonics(ls, v, normalize, normalization)
+                (kernel,) = torch.autograd.grad((Y * w).sum(), v, retain_graph=True)
+                (recorded,) = torch.autograd.grad((Y * w).sum(), v, create_graph=True)
+                monkeypatch.setenv("TFN_NO_EXTENSIONS", "1")
+                Y = spherical_harmonics(ls, v, normalize, normalization)
+                (eager,) = torch.autograd.grad((Y * w).sum(), v)
+                monkeypatch.delenv("TFN_NO_EXTENSIONS")
+                assert not torch.isnan(kernel).any()
+                for other in (recorded.detach(), eager):
+                    assert torch.equal(torch.isinf(kernel), torch.isinf(other))
+                    # rounding relative to the size of the terms summed (a gradient can be
+                    # small by cancellation), in the rows that do not overflow (subnormal x:
+                    # tested above against the exact values)
+                    size = other.abs().amax(-1, keepdim=True)
+                    rows = (size < torch.finfo(dtype).max / 1e6).squeeze(-1)
+                    r = x.double().norm(dim=-1, keepdim=True)
+                    terms = w.abs().amax(-1, keepdim=True) * (lmax + 1) ** 2
+                    terms = terms * (1 / r if normalize else r.clamp(min=1) ** (lmax - 1))
+                    error = (kernel - other)[rows].abs()
+                    bound = 20 * eps * (lmax + 1) * torch.maximum(size, terms.to(dtype))[rows]
+                    assert bool((error <= bound).all()), (lmax, normalize, normalization)

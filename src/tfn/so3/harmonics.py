@@ -344,27 +344,39 @@ def _evaluate(x: torch.Tensor, lmax: int, normalize: bool, plan: _Plan) -> torch
 
 _KERNEL_SOURCES = [Path(__file__).resolve().parent / "csrc" / "harmonics.cpp"]
 _KERNEL_DTYPES = (torch.float32, torch.float64)
-_fake_registered = False
+_fakes_registered = False
 
 
-def _kernel():
-    """``torch.ops.tfn_harmonics.forward``, compiled at first use; ``None`` when C++ extensions
-    are disabled (``TFN_NO_EXTENSIONS=1``) or cannot be built (a warning says why, once)."""
-    global _fake_registered
+def _kernels():
+    """``torch.ops.tfn_harmonics`` (``forward``, ``backward``), compiled at first use; ``None``
+    when C++ extensions are disabled (``TFN_NO_EXTENSIONS=1``) or cannot be built (a warning
+    says why, once)."""
+    global _fakes_registered
     if extensions_disabled():
         return None
     # -fno-math-errno: without it the sqrt in the block loop is a libm call (errno) and the
     # loop does not vectorise (measured 4x slower).
     if load_extension("tfn_harmonics", _KERNEL_SOURCES, extra_cflags=("-fno-math-errno",)) is None:
         return None
-    if not _fake_registered:  # shapes for FakeTensor tracing (torch.export, torch.compile)
+    if not _fakes_registered:  # shapes for FakeTensor tracing (torch.export, torch.compile)
 
         @torch.library.register_fake("tfn_harmonics::forward")
         def _(vectors, lmax, normalize, coefficients):
             return vectors.new_empty(vectors.shape[0], (lmax + 1) ** 2)
 
-        _fake_registered = True
-    return torch.ops.tfn_harmonics.forward
+        @torch.library.register_fake("tfn_harmonics::backward")
+        def _(grad_out, out, vectors, lmax, normalize, terms):
+            return vectors.new_empty(vectors.shape)
+
+        _fakes_registered = True
+    return torch.ops.tfn_harmonics
+
+
+def _kernel_applies(x: torch.Tensor) -> bool:
+    # traced code (torch.compile, torch.export) keeps the portable eager path
+    return (
+        x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES and not torch.compiler.is_compiling()
+    )
 
 
 @cache
@@ -378,16 +390,26 @@ def _packed_coefficients(lmax: int, normalization: str) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
+@cache
+def _packed_derivative_terms(lmax: int, normalization: str) -> torch.Tensor:
+    """The nonzero entries of the plan's ``G_l`` for the C++ backward, float64 ``[T, 4]``:
+    ``(k, k', j, c)``, ``dY_k / dx_j`` contains ``c Y_k'`` (``k' = -1``: ``c``, degree 1)."""
+    plan = _plan(lmax, normalization, torch.float64, torch.device("cpu"))
+    rows = [[1 + j, -1, j, plan.y1] for j in range(3)] if lmax >= 1 else []
+    for l in range(2, lmax + 1):
+        g = plan.grad[l].view(2 * l - 1, 3, 2 * l + 1)  # [mp, j, m]
+        for mp, j, m in g.nonzero().tolist():
+            rows.append([l * l + m, (l - 1) ** 2 + mp, j, float(g[mp, j, m])])
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
+
+
 def _forward(x: torch.Tensor, lmax: int, normalize: bool, normalization: str) -> torch.Tensor:
     """The harmonics of ``x [n, 3]``, by the C++ kernel where it applies, else eagerly."""
-    if (
-        x.device.type == "cpu"
-        and x.dtype in _KERNEL_DTYPES
-        and not torch.compiler.is_compiling()  # traced code keeps the portable eager path
-    ):
-        kernel = _kernel()
-        if kernel is not None:
-            return kernel(x, lmax, normalize, _packed_coefficients(lmax, normalization))
+    if _kernel_applies(x):
+        kernels = _kernels()
+        if kernels is not None:
+            coefficients = _packed_coefficients(lmax, normalization)
+            return kernels.forward(x, lmax, normalize, coefficients)
     return _evaluate(x, lmax, normalize, _plan(lmax, normalization, x.dtype, x.device))
 
 
@@ -443,9 +465,16 @@ class _SphericalHarmonicsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, out = ctx.saved_tensors
-        plan = _plan(ctx.lmax, ctx.normalization, x.dtype, x.device)
-        grad = _gradient(grad_out, out, x, ctx.lmax, ctx.normalize, plan)
-        return grad, None, None, None
+        lmax, normalize, normalization = ctx.lmax, ctx.normalize, ctx.normalization
+        # Grad mode is on here exactly when the backward's graph is recorded (create_graph,
+        # e.g. forces for training): then the differentiable PyTorch formula, else the kernel.
+        if not torch.is_grad_enabled() and _kernel_applies(x):
+            kernels = _kernels()
+            if kernels is not None:
+                terms = _packed_derivative_terms(lmax, normalization)
+                return kernels.backward(grad_out, out, x, lmax, normalize, terms), None, None, None
+        plan = _plan(lmax, normalization, x.dtype, x.device)
+        return _gradient(grad_out, out, x, lmax, normalize, plan), None, None, None
 
 
 def spherical_harmonics(

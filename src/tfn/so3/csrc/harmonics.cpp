@@ -58,6 +58,28 @@ constexpr int safe_exponent<double>() { return 1000; }
 template <typename T>
 constexpr int block_size() { return 128 / sizeof(T); }
 
+// Unit vectors of B points, and 1 / |x| = inv_norm / scale, without squaring x itself: divided
+// by its largest |component| s first, |u| = |x / s| is in [1, sqrt 3], so nothing overflows or
+// underflows whatever the size of x. At x = 0: direction 0, inv_norm 0, scale 1. Branch-free,
+// so that the loop vectorises; NaN compares unequal to 0, so NaN in gives NaN out.
+template <typename T, int B>
+inline void direction(const T* __restrict X, const T* __restrict Y, const T* __restrict Z,
+                      T* __restrict ux, T* __restrict uy, T* __restrict uz,
+                      T* __restrict inv_norm, T* __restrict scale) {
+  for (int p = 0; p < B; ++p) {
+    const T s = std::max(std::max(std::abs(X[p]), std::abs(Y[p])), std::abs(Z[p]));
+    const T one = s == T(0) ? T(0) : T(1);
+    const T safe = s == T(0) ? T(1) : s;
+    const T a = X[p] / safe, b = Y[p] / safe, c = Z[p] / safe;
+    const T k = one / std::sqrt(a * a + b * b + c * c + (T(1) - one));
+    ux[p] = a * k;
+    uy[p] = b * k;
+    uz[p] = c * k;
+    inv_norm[p] = k;
+    scale[p] = safe;
+  }
+}
+
 template <typename T, bool Normalize>
 void evaluate_block(const T* __restrict x, T* __restrict out, int64_t lmax,
                     const Coefficients<T>& c, T* __restrict buf, const int32_t* __restrict index) {
@@ -74,20 +96,13 @@ void evaluate_block(const T* __restrict x, T* __restrict out, int64_t lmax,
   for (int p = 0; p < B; ++p) buf[p] = y0;
   T* __restrict y1row = buf + B;  // rows 1..3: y1 (x, y, z) at the (scaled) point
   if (Normalize) {
-    // Divide by the largest |component| first: |u| is in [1, sqrt 3], so squaring neither
-    // overflows nor underflows, whatever the size of x. At x = 0 every degree l > 0 is 0
-    // (`one` is 0 there). Branch-free, so that the loop vectorises.
+    alignas(64) T inv_norm[B], scale[B];
+    direction<T, B>(X, Y, Z, y1row, y1row + B, y1row + 2 * B, inv_norm, scale);
     for (int p = 0; p < B; ++p) {
-      const T s = std::max(std::max(std::abs(X[p]), std::abs(Y[p])), std::abs(Z[p]));
-      const T one = s == T(0) ? T(0) : T(1);  // NaN compares unequal: NaN in, NaN out
-      const T safe = s == T(0) ? T(1) : s;
-      const T ux = X[p] / safe, uy = Y[p] / safe, uz = Z[p] / safe;
-      const T r2 = ux * ux + uy * uy + uz * uz + (T(1) - one);
-      const T k = one * y1 / std::sqrt(r2);
-      y1row[p] = ux * k;
-      y1row[B + p] = uy * k;
-      y1row[2 * B + p] = uz * k;
-      rr[p] = one;  // r^2 of the unit vector (0 at x = 0)
+      y1row[p] *= y1;
+      y1row[B + p] *= y1;
+      y1row[2 * B + p] *= y1;
+      rr[p] = inv_norm[p] == T(0) ? T(0) : T(1);  // r^2 of the unit vector (0 at x = 0)
     }
   } else {
     // Solid harmonics r^l Y_l: evaluate at u = x / 2^e (exact; |u|_inf in [1/2, 1)), then
@@ -219,14 +234,163 @@ at::Tensor forward(const at::Tensor& vectors, int64_t lmax, bool normalize,
   return out;
 }
 
+// ----------------------------------------------------------------------------- backward
+//
+// grad[p, j] = sum_k grad_out[p, k] dY_k/dx_j. The derivative of a solid harmonic of degree l
+// is a combination of those of degree l - 1: dY_k/dx_j = sum c Y_k', a fixed sparse list of
+// terms (k, k', j, c) that harmonics.py passes in (k' = -1: the constant 1, for degree 1).
+// Normalized, the result then goes through x / |x|: (1 - u u^T) grad / |x|. Not differentiable
+// itself: harmonics.py uses it only when no graph of the backward is being recorded.
+
+struct Term {
+  int32_t out, in, axis;
+};
+
+template <typename T, bool Normalize>
+void gradient_block(const T* __restrict grad_out, const T* __restrict out, const T* __restrict x,
+                    T* __restrict grad, int64_t lmax, const std::vector<Term>& terms,
+                    const std::vector<T>& coefficients, T* __restrict g, T* __restrict y,
+                    const int32_t* __restrict index) {
+  constexpr int B = block_size<T>();
+  const int64_t components = (lmax + 1) * (lmax + 1);
+  const int64_t used = lmax * lmax;  // Y_0 .. Y_{lmax-1}
+  // [components, B] rows of both: g[k * B + p] = grad_out[p, k]
+  for (int64_t j = 0; j < B * components; ++j) g[j] = grad_out[index[j]];
+  for (int64_t j = 0; j < B * used; ++j) y[j] = out[index[j]];
+  alignas(64) T acc[3 * B];
+  for (int p = 0; p < 3 * B; ++p) acc[p] = T(0);
+  for (size_t t = 0; t < terms.size(); ++t) {
+    const Term term = terms[t];
+    const T c = coefficients[t];
+    const T* __restrict gk = g + term.out * B;
+    T* __restrict a = acc + term.axis * B;
+    if (term.in < 0) {
+      for (int p = 0; p < B; ++p) a[p] += c * gk[p];
+    } else {
+      const T* __restrict yk = y + term.in * B;
+      for (int p = 0; p < B; ++p) a[p] += c * gk[p] * yk[p];
+    }
+  }
+  if (Normalize) {
+    alignas(64) T X[B], Y[B], Z[B], ux[B], uy[B], uz[B], inv_norm[B], scale[B];
+    for (int p = 0; p < B; ++p) {
+      X[p] = x[3 * p];
+      Y[p] = x[3 * p + 1];
+      Z[p] = x[3 * p + 2];
+    }
+    direction<T, B>(X, Y, Z, ux, uy, uz, inv_norm, scale);
+    for (int p = 0; p < B; ++p) {
+      const T radial = ux[p] * acc[p] + uy[p] * acc[B + p] + uz[p] * acc[2 * B + p];
+      // / scale last: finite wherever the exact value is
+      const T k = inv_norm[p];
+      grad[3 * p] = (acc[p] - ux[p] * radial) * k / scale[p];
+      grad[3 * p + 1] = (acc[B + p] - uy[p] * radial) * k / scale[p];
+      grad[3 * p + 2] = (acc[2 * B + p] - uz[p] * radial) * k / scale[p];
+    }
+  } else {
+    for (int p = 0; p < B; ++p) {
+      grad[3 * p] = acc[p];
+      grad[3 * p + 1] = acc[B + p];
+      grad[3 * p + 2] = acc[2 * B + p];
+    }
+  }
+}
+
+template <typename T, bool Normalize>
+void gradient(const T* grad_out, const T* out, const T* x, T* grad, int64_t n, int64_t lmax,
+              const std::vector<Term>& terms, const std::vector<T>& coefficients) {
+  constexpr int B = block_size<T>();
+  const int64_t components = (lmax + 1) * (lmax + 1);
+  TORCH_CHECK(B * components < (int64_t(1) << 31), "tfn spherical harmonics: lmax too large");
+  std::vector<int32_t> index(B * components);  // [k, p] <- [p, k]
+  for (int64_t j = 0; j < B * components; ++j)
+    index[j] = static_cast<int32_t>((j % B) * components + j / B);
+  const int64_t blocks = (n + B - 1) / B;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / (components * B));
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    // g and y rows, then a padded block (grad_out, out, x, grad) for the last, partial one
+    std::vector<T> storage(4 * components * B + 6 * B + 64 / sizeof(T));
+    T* g = storage.data();
+    while (reinterpret_cast<std::uintptr_t>(g) % 64) ++g;
+    T* y = g + components * B;
+    T* tail_g = y + components * B;
+    T* tail_y = tail_g + components * B;
+    T* tail_x = tail_y + components * B;
+    T* tail_grad = tail_x + 3 * B;
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t start = block * B;
+      const int64_t count = std::min<int64_t>(B, n - start);
+      if (count == B) {
+        gradient_block<T, Normalize>(grad_out + start * components, out + start * components,
+                                     x + 3 * start, grad + 3 * start, lmax, terms, coefficients,
+                                     g, y, index.data());
+      } else {
+        std::fill(tail_g, tail_x + 3 * B, T(0));
+        std::copy(grad_out + start * components, grad_out + (start + count) * components, tail_g);
+        std::copy(out + start * components, out + (start + count) * components, tail_y);
+        std::copy(x + 3 * start, x + 3 * (start + count), tail_x);
+        gradient_block<T, Normalize>(tail_g, tail_y, tail_x, tail_grad, lmax, terms,
+                                     coefficients, g, y, index.data());
+        std::copy(tail_grad, tail_grad + 3 * count, grad + 3 * start);
+      }
+    }
+  });
+}
+
+at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& vectors,
+                    int64_t lmax, bool normalize, const at::Tensor& terms) {
+  const int64_t components = (lmax + 1) * (lmax + 1);
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3,
+              "tfn spherical harmonics: expected vectors of shape [n, 3], got ", vectors.sizes());
+  const int64_t n = vectors.size(0);
+  TORCH_CHECK(out.sizes() == grad_out.sizes() && out.dim() == 2 && out.size(0) == n &&
+                  out.size(1) == components,
+              "tfn spherical harmonics: backward got harmonics of shape ", out.sizes(),
+              " and gradients of shape ", grad_out.sizes(), " for ", n, " vectors and lmax ",
+              lmax);
+  TORCH_CHECK(vectors.device().is_cpu() && out.device().is_cpu() && grad_out.device().is_cpu(),
+              "tfn spherical harmonics: a CPU kernel");
+  TORCH_CHECK(terms.dim() == 2 && terms.size(1) == 4,
+              "tfn spherical harmonics: expected terms of shape [T, 4], got ", terms.sizes());
+  const auto x = vectors.contiguous();
+  const auto y = out.to(x.scalar_type()).contiguous();
+  const auto g = grad_out.to(x.scalar_type()).contiguous();
+  auto grad = at::empty({n, 3}, x.options());
+  if (n == 0) return grad;
+  const auto packed = terms.to(at::kDouble).contiguous();
+  const double* t = packed.data_ptr<double>();
+  std::vector<Term> list(packed.size(0));
+  for (int64_t i = 0; i < packed.size(0); ++i) {
+    list[i] = {static_cast<int32_t>(t[4 * i]), static_cast<int32_t>(t[4 * i + 1]),
+               static_cast<int32_t>(t[4 * i + 2])};
+    TORCH_CHECK(list[i].out >= 0 && list[i].out < components && list[i].in < lmax * lmax &&
+                    list[i].in >= -1 && list[i].axis >= 0 && list[i].axis < 3,
+                "tfn spherical harmonics: bad derivative term ", i);
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tfn_spherical_harmonics_backward", [&] {
+    std::vector<scalar_t> c(packed.size(0));
+    for (int64_t i = 0; i < packed.size(0); ++i) c[i] = static_cast<scalar_t>(t[4 * i + 3]);
+    const auto run = normalize ? gradient<scalar_t, true> : gradient<scalar_t, false>;
+    run(g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+        grad.data_ptr<scalar_t>(), n, lmax, list, c);
+  });
+  return grad;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tfn_harmonics, m) {
   m.def("forward(Tensor vectors, int lmax, bool normalize, Tensor coefficients) -> Tensor");
+  m.def(
+      "backward(Tensor grad_out, Tensor out, Tensor vectors, int lmax, bool normalize, "
+      "Tensor terms) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tfn_harmonics, CPU, m) { m.impl("forward", &forward); }
+TORCH_LIBRARY_IMPL(tfn_harmonics, CPU, m) {
+  m.impl("forward", &forward);
+  m.impl("backward", &backward);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "tfn: CPU kernel of the spherical harmonics (torch.ops.tfn_harmonics.forward)";
+  m.doc() = "tfn: CPU kernels of the spherical harmonics (torch.ops.tfn_harmonics)";
 }
