@@ -1,13 +1,19 @@
 """tfn: Tensor Field Networks, equivariant to 3D rotations, reflections and translations.
 
-The layers, from the maths up:
+The floors, from the maths up (each imports only from the floors below it):
 
 * :mod:`tfn.so3`: irreps, spherical harmonics, Clebsch-Gordan coefficients, Wigner D, rotations;
-* :mod:`tfn.data`: point clouds in batches and neighbour lists; :mod:`tfn.datasets`: tasks;
-* :mod:`tfn.ops`: tensor products (descriptions and kernels);
-* :mod:`tfn.nn`: radial functions, convolution, self-interaction, nonlinearities, the network;
-* :mod:`tfn.testing`: the equivariance oracle;
-* :mod:`tfn.train`: training, evaluation and :func:`tfn.load` (needs ``tfn[train]``).
+* :mod:`tfn.data`: point clouds in batches, graphs with periodic images, neighbour lists;
+* :mod:`tfn.ops`: tensor products (descriptions apart from the kernels that run them);
+  :mod:`tfn.testing`: the equivariance oracle;
+* :mod:`tfn.nn`: radial functions, convolution, self-interaction, nonlinearities;
+* :mod:`tfn.models`: :class:`TensorFieldNetwork` (irreps in and out) and
+  :class:`~tfn.models.EnergyModel` (atoms in; energy, forces, stress out);
+  :mod:`tfn.datasets`: the paper's synthetic data, molecules and trajectories;
+* :mod:`tfn.tasks`: one module per task (data, loss, metrics, plots); :mod:`tfn.interop`:
+  e3nn converters and the ASE calculator (:mod:`tfn.ase`);
+* :mod:`tfn.train`: training, evaluation and :func:`tfn.load` (needs ``tfn[train]``);
+  :mod:`tfn.cli`: the ``tfn`` command.
 
 Example:
     >>> import torch, tfn
@@ -18,7 +24,7 @@ Example:
 
 from typing import Any
 
-from tfn.nn.network import TensorFieldNetwork
+from tfn.models.network import TensorFieldNetwork
 from tfn.so3.irreps import Irrep, Irreps
 
 __version__ = "0.1.0"

@@ -1,12 +1,16 @@
-"""The ``tfn`` command line: ``tfn train``, ``tfn evaluate``, ``tfn demo``.
+"""The ``tfn`` command line.
 
 Examples::
 
     tfn train configs/tetris.yaml
-    tfn train configs/gravity.yaml trainer.max_epochs=5 model.num_layers=2 --out runs/g1
+    tfn train configs/gravity.yaml trainer.max_epochs=5 --out runs/g1 model.num_layers=2
     tfn train --resume runs/g1 trainer.max_epochs=10
     tfn evaluate runs/g1
+    tfn tasks
     tfn demo
+
+Errors in what the user typed (configs, paths, checkpoints, models that cannot be built) are
+one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -27,29 +31,41 @@ def format_metrics(result: dict[str, Any]) -> str:
     width = max((len(k) for k in result["metrics"]), default=0)
     for k, v in result["metrics"].items():
         if isinstance(v, float):
-            text = f"{v:.2%}" if k.endswith(("acc", "chirality")) else f"{v:.6g}"
+            text = f"{v:.2%}" if k.endswith(("acc", "chirality", "accuracy")) else f"{v:.6g}"
         else:
             text = str(v)
         lines.append(f"  {k:<{width}}  {text}")
-    lines.append(f"paper: {result['paper']}")
+    if result.get("paper"):
+        lines.append(f"paper: {result['paper']}")
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tfn", description="Tensor Field Networks: train, evaluate, demo."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says what is wrong (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    p = _Parser(prog="tfn", description="Tensor Field Networks: train, evaluate, demo.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser(
         "train",
         help="train a model from a YAML config",
         description="Train from CONFIG.yaml with key=value overrides (dotted keys, e.g. "
-        "trainer.max_epochs=5 model.num_layers=2), or continue a run with --resume DIR.",
+        "trainer.max_epochs=5 model.num_layers=2; anywhere on the line), or continue a run "
+        "with --resume DIR.",
     )
     t.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
-    t.add_argument("--out", help="run folder (default runs/<dataset>-<time>)")
+    t.add_argument("--out", help="run folder (default runs/<task>-<time>); new or empty")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.ckpt")
+    t.add_argument(
+        "--checkpoint",
+        default="last",
+        help="with --resume: the checkpoint to continue from (last, the default, or best)",
+    )
     t.add_argument(
         "--progress",
         choices=["bar", "lines", "none"],
@@ -63,15 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     e.add_argument("--no-plots", action="store_true", help="do not redraw the plots")
 
+    sub.add_parser("tasks", help="list the tasks (values of data.name)")
+
     d = sub.add_parser("demo", help="train Tetris from scratch (about a minute on a laptop)")
     d.add_argument("--out", help="run folder (default runs/demo-<time>)")
     d.add_argument("--epochs", type=int, default=None, help="training epochs")
     d.add_argument("--threads", type=int, default=None, help="torch threads")
-    return p
+    return p, {"train": t}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, commands = _parser()
+    if argv and argv[0] in commands:
+        # Options and key=value overrides in any order (argparse cannot intermix positionals
+        # and options below a subcommand by itself).
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = parser.parse_args(argv)
+    from tfn.train.checkpoints import CheckpointError
     from tfn.train.config import ConfigError
 
     try:
@@ -79,15 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "tasks":
+            return _tasks()
         if args.command == "demo":
             from tfn.train.demo import demo
 
             return demo(out=args.out, epochs=args.epochs, threads=args.threads)
-    except ConfigError as e:
-        print(f"tfn {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"tfn {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        message = " ".join(str(e).split())
+        print(f"tfn {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 1  # pragma: no cover
 
@@ -102,13 +129,22 @@ def _train(args: argparse.Namespace) -> int:
         if args.out:
             raise ConfigError("--out cannot be used with --resume (the run folder is DIR)")
     else:
-        if not items or "=" in items[0]:
+        configs = [x for x in items if "=" not in x]
+        if not configs:
             raise ConfigError("missing CONFIG.yaml (e.g. tfn train configs/tetris.yaml)")
-        config, items = items[0], items[1:]
+        config = configs[0]
+        items.remove(config)
     bad = [x for x in items if "=" not in x]
     if bad:
-        raise ConfigError(f"expected key=value overrides after the config, got {bad[0]!r}")
-    result = train(config, items, out=args.out, resume=args.resume, progress=args.progress)
+        raise ConfigError(f"expected key=value overrides besides the config, got {bad[0]!r}")
+    result = train(
+        config,
+        items,
+        out=args.out,
+        resume=args.resume,
+        progress=args.progress,
+        checkpoint=args.checkpoint,
+    )
     if result.metrics is not None:
         print(f"run folder: {result.run_dir}")
         print(format_metrics(result.metrics))
@@ -118,13 +154,22 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tfn.train.runner import evaluate
+    from tfn.train.evaluation import evaluate
 
     result = evaluate(
         Path(args.run_dir), checkpoint=args.checkpoint, device=args.device, plots=not args.no_plots
     )
     print(format_metrics(result))
     print(f"written: {Path(args.run_dir) / 'metrics.json'}")
+    return 0
+
+
+def _tasks() -> int:
+    from tfn.tasks import available_tasks, get_task
+
+    for name in available_tasks():
+        doc = (get_task(name).__module__ and sys.modules[get_task(name).__module__].__doc__) or ""
+        print(f"{name:<20} {doc.strip().splitlines()[0] if doc.strip() else ''}")
     return 0
 
 

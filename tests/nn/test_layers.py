@@ -251,7 +251,7 @@ CONV_CASES = {
         irreps_out="2x0e + 1x0o + 2x1o + 1x1e + 1x2e + 1x2o + 1x3e + 1x4o",
         lmax=4,
         graph=3.5,
-        kw=dict(mode="fully_connected", cutoff=3.5, num_neighbors=3.0),
+        kw=dict(connection="fully_connected", cutoff=3.5, num_neighbors=3.0),
     ),
     "fully-connected-lmax1": dict(
         irreps_in="2x0e + 2x1o", irreps_out="3x0e + 2x1o + 2x1e", lmax=1, graph="full", kw={}
@@ -259,16 +259,24 @@ CONV_CASES = {
 }
 
 
-def _conv_fn(conv: Convolution, graph, with_length: bool = True):
-    """``(pos, x) -> conv(x)`` with the graph built from the positions inside."""
+def _conv_fn(conv: Convolution, graph, shared_edges: bool = True):
+    """``(pos, x) -> conv(x)`` with the graph built from the positions inside; the edges are
+    embedded once outside the convolution (as a network does) or by the convolution itself."""
+    from tfn.nn import EdgeEmbedding
+    from tfn.ops import EdgePlan
 
     def fn(pos, x):
         if graph == "full":
             edge_index = full_graph(None, pos.shape[0])
         else:
             edge_index = radius_graph(pos, graph)
-        vec, length = edge_vectors(pos, edge_index)
-        return conv(x, edge_index, vec, length if with_length else None)
+        vec, _ = edge_vectors(pos, edge_index)
+        if not shared_edges:
+            return conv(x, edge_index, vec)
+        e = conv.embedding
+        embed = EdgeEmbedding(e.lmax, e.max_radius, e.num_basis, e.basis_kind, e.cutoff)
+        plan = EdgePlan.build(edge_index[0], edge_index[1], pos.shape[0])
+        return conv(x, embed(vec, plan))
 
     return fn
 
@@ -284,7 +292,7 @@ def test_convolution_equivariant(case, dtype, default_dtype):
     g = torch.Generator().manual_seed(3)
     pos = 1.2 * torch.randn(7, 3, generator=g, dtype=torch.float64)
     x = torch.randn(7, conv.irreps_in.dim, generator=g, dtype=torch.float64)
-    fn = _conv_fn(conv, c["graph"], with_length=case.endswith("radius"))
+    fn = _conv_fn(conv, c["graph"], shared_edges=case.endswith("radius"))
     out = fn(pos.to(dtype), x.to(dtype))
     assert out.abs().max() > 1e-2  # not a trivially zero output
     assert_equivariant(
@@ -322,9 +330,11 @@ def test_convolution_matches_explicit_sum(default_dtype):
 
 def test_convolution_errors():
     with pytest.raises(ValueError, match="needs irreps_out"):
-        Convolution("2x0e", None, mode="fully_connected")
-    with pytest.raises(ValueError, match="unknown mode"):
-        Convolution("2x0e", None, mode="depthwise")
+        Convolution("2x0e", None, connection="fully_connected")
+    with pytest.raises(ValueError, match="unknown connection"):
+        Convolution("2x0e", None, connection="depthwise")
+    with pytest.raises(ValueError, match="num_neighbors"):
+        Convolution("2x0e", None, num_neighbors=0.0)
     with pytest.raises(ValueError, match="no path"):
         Convolution("2x0e", None, lmax=2, filter_irreps="0o")
     conv = Convolution("2x0e + 1x1o", None, lmax=1)

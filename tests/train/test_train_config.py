@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from train_helpers import config_path
 
+from tfn.tasks.gravity import GravityData
+from tfn.tasks.inertia import InertiaData
+from tfn.tasks.tetris import TetrisData
 from tfn.train.config import (
     ConfigError,
-    GravityData,
-    InertiaData,
-    TetrisData,
     build_config,
     config_to_dict,
     load_yaml,
+    model_section,
     save_config,
 )
 
@@ -24,7 +25,7 @@ def test_shipped_configs_validate(name, cls):
     cfg = build_config(load_yaml(config_path(name)))
     assert isinstance(cfg.data, cls)
     assert cfg.data.name == name
-    assert cfg.model.pool == {"tetris": "sum", "gravity": "none", "inertia": "none"}[name]
+    assert cfg.model.pool == {"tetris": "sum", "gravity": None, "inertia": None}[name]
 
 
 def test_dotted_overrides_and_types():
@@ -44,7 +45,7 @@ def test_dotted_overrides_and_types():
     assert cfg.trainer.max_epochs == 5 and cfg.model.num_layers == 2
     assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.model.cutoff is None
-    assert cfg.data.mass_range == [1.0, 3.0]
+    assert tuple(cfg.data.mass_range) == (1.0, 3.0)
     assert cfg.trainer.devices == 2 and cfg.trainer.enable_progress_bar is False
     assert cfg.dtype == "float64"
 
@@ -100,7 +101,48 @@ def test_errors_name_the_key(raw, overrides, expected):
 
 def test_inertia_origin_readout_defaults_pool():
     cfg = build_config({"data": {"name": "inertia", "readout": "origin"}})
-    assert cfg.model.pool == "none"
+    assert cfg.model.pool is None
+    assert build_config({"data": {"name": "inertia", "readout": "pool"}}).model.pool == "sum"
+
+
+def test_old_spellings_keep_working():
+    # `pool: none` (a string) was how configs said "per point"; it still means null.
+    cfg = build_config({"data": {"name": "gravity"}, "model": {"pool": "none"}})
+    assert cfg.model.pool is None
+
+
+def test_model_section_is_the_model_signature():
+    """The model section is derived from the model class: every argument but those the task
+    sets, with the model's own defaults (so the two cannot drift apart)."""
+    import inspect
+
+    from tfn.models import EnergyModel, TensorFieldNetwork
+    from tfn.tasks import get_task
+
+    tetris = get_task("tetris")
+    fields = model_section(tetris).model_fields
+    params = inspect.signature(TensorFieldNetwork).parameters
+    assert set(fields) == set(params) - {"irreps_in", "irreps_out"}
+    for name, field in fields.items():
+        assert field.default == params[name].default, name
+    cfg = build_config({"data": {"name": "tetris"}})
+    assert cfg.model.pool == "sum"  # the task's own default
+    assert cfg.model.lmax == params["lmax"].default
+    # a config key per argument, also for a model added later
+    assert "species" not in inspect.signature(TensorFieldNetwork).parameters
+    assert "species" in inspect.signature(EnergyModel).parameters
+
+
+def test_bad_irreps_are_caught_by_the_schema():
+    with pytest.raises(ConfigError, match="model.irreps_hidden"):
+        build_config({"data": {"name": "tetris"}}, ["model.irreps_hidden=16x0e+4y1o"])
+
+
+def test_max_time_format():
+    cfg = build_config({"data": {"name": "tetris"}}, ["trainer.max_time=00:00:30:00"])
+    assert cfg.trainer.max_time == "00:00:30:00"
+    with pytest.raises(ConfigError, match="DD:HH:MM:SS"):
+        build_config({"data": {"name": "tetris"}}, ["trainer.max_time=30min"])
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

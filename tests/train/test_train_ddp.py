@@ -11,7 +11,7 @@ import pytest
 from train_helpers import TINY, config_path
 
 import tfn.train
-from tfn.train.runner import params_hash
+from tfn.train.distributed import params_hash
 
 
 @pytest.mark.parametrize("strategy", ["ddp_spawn"])

@@ -13,7 +13,7 @@ from train_helpers import TINY, config_path
 import tfn.train
 from tfn.data import collate
 from tfn.train.config import ConfigError
-from tfn.train.runner import params_hash
+from tfn.train.distributed import params_hash
 
 
 def _epochs(run_dir, key):

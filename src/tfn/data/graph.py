@@ -38,8 +38,8 @@ class Graph:
         >>> pos = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]])
         >>> cell = torch.eye(3)
         >>> g = Graph(torch.tensor([[1], [0]]), cell_shift=torch.tensor([[1, 0, 0]]), cell=cell)
-        >>> g.edge_vectors(pos).tolist()  # from the image of point 1 at x = 1.9 to point 0
-        [[0.09999996423721313, 0.0, 0.0]]
+        >>> g.edge_vectors(pos)  # point 0 minus the image of point 1 at x = 0.9 - 1
+        tensor([[0.1000, 0.0000, 0.0000]])
     """
 
     edge_index: Tensor

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tfn.data.batch import PointCloud
-from tfn.datasets._rotations import random_rotations
+from tfn.so3.wigner import random_rotation
 
 __all__ = ["TETRIS_SHAPES", "TETRIS_POINTS", "tetris", "mirror"]
 
@@ -91,7 +91,7 @@ def tetris(
     if num_rotations < 0:
         raise ValueError(f"tetris: num_rotations must be >= 0, got {num_rotations}")
     rng = np.random.default_rng(seed)
-    rotations = random_rotations(num_rotations, rng)
+    rotations = random_rotation(num_rotations, rng, torch.float64).numpy()
     shifts = rng.uniform(-translate, translate, size=(num_rotations, 3))
     clouds = []
     for i in range(num_rotations):

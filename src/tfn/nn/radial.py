@@ -138,7 +138,13 @@ class RadialMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        out = self.net(self.basis(r))
-        if self.envelope is not None:
-            out = out * self.envelope(r)[..., None]
+        envelope = self.envelope(r) if self.envelope is not None else None
+        return self.from_basis(self.basis(r), envelope)
+
+    def from_basis(self, basis: torch.Tensor, envelope: torch.Tensor | None) -> torch.Tensor:
+        """The weights from an already expanded basis ``[E, num_basis]`` and envelope ``[E]``
+        (computed once per forward and shared by all layers: :class:`tfn.nn.EdgeEmbedding`)."""
+        out = self.net(basis)
+        if envelope is not None:
+            out = out * envelope[..., None]
         return out

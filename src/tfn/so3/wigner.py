@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import Any
 
 import torch
 
@@ -39,19 +40,32 @@ __all__ = [
 
 
 def random_quaternion(
-    n: int, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+    n: int, generator: torch.Generator | Any | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Uniform random unit quaternions ``[n, 4]`` (``w`` first, ``w >= 0``)."""
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    q = q / q.norm(dim=-1, keepdim=True)
+    """Uniform random unit quaternions ``[n, 4]`` (``w`` first, ``w >= 0``).
+
+    Four i.i.d. normal components, normalised, are uniform on the 3-sphere. ``generator`` is a
+    ``torch.Generator`` or a ``numpy.random.Generator`` (the dataset generators draw from
+    numpy), or ``None`` for torch's global one.
+    """
+    if generator is not None and hasattr(generator, "standard_normal"):  # numpy
+        q = torch.from_numpy(generator.standard_normal((n, 4)))
+    else:
+        q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    norm = q.norm(dim=-1, keepdim=True)
+    q = q / torch.where(norm > 0, norm, torch.ones_like(norm))  # a zero draw has measure zero
+    q[norm[:, 0] == 0, 0] = 1.0
     q = q * torch.where(q[:, :1] < 0, -1.0, 1.0)
     return q.to(dtype or torch.get_default_dtype())
 
 
 def random_rotation(
-    n: int, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+    n: int, generator: torch.Generator | Any | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """``n`` rotation matrices ``[n, 3, 3]`` drawn uniformly (Haar measure) from SO(3).
+
+    The one rotation sampler of tfn: the matrices of :func:`random_quaternion` (the sphere
+    double-covers SO(3)); ``generator`` as there (torch or numpy).
 
     Example:
         >>> R = random_rotation(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -1,10 +1,12 @@
 """Training, evaluation and loading of runs (PyTorch Lightning; ``pip install 'tfn[train]'``).
 
 Importing this package is cheap: Lightning, YAML and matplotlib are imported when used.
-
-* :func:`train` trains a config into a run folder (see :mod:`tfn.train.runner`),
-* :func:`evaluate` re-evaluates a run's best checkpoint and writes ``metrics.json``,
-* :func:`load` returns a run's trained model, callable as ``model(pos, features, batch)``.
+The modules, one job each: :mod:`~tfn.train.config` (the validated schema),
+:mod:`~tfn.train.rundir` (run folders, merged metrics), :mod:`~tfn.train.checkpoints` (atomic
+last/best checkpoints, stopping on signals), :mod:`~tfn.train.data` and
+:mod:`~tfn.train.module` (Lightning), :mod:`~tfn.train.distributed` (several processes),
+:mod:`~tfn.train.runner` (:func:`train`), :mod:`~tfn.train.evaluation` (:func:`evaluate`),
+:mod:`~tfn.train.loading` (:func:`load`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from tfn.train.runner import RunResult, TrainedModel
+    from tfn.train.loading import TrainedModel
+    from tfn.train.runner import RunResult
 
 __all__ = ["train", "evaluate", "load"]
 
@@ -34,8 +37,8 @@ def train(
 
 
 def evaluate(run_dir: str | Path, checkpoint: str = "best", **kwargs: Any) -> dict[str, Any]:
-    """Re-evaluate a run's checkpoint; see :func:`tfn.train.runner.evaluate`."""
-    from tfn.train.runner import evaluate as _evaluate
+    """Re-evaluate a run's checkpoint; see :func:`tfn.train.evaluation.evaluate`."""
+    from tfn.train.evaluation import evaluate as _evaluate
 
     return _evaluate(run_dir, checkpoint, **kwargs)
 
@@ -43,9 +46,8 @@ def evaluate(run_dir: str | Path, checkpoint: str = "best", **kwargs: Any) -> di
 def load(
     run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
 ) -> TrainedModel:
-    """The trained model of a run folder, in eval mode, callable as
-    ``model(pos, features, batch)`` (flat irreps output; ``model.predict`` gives the task's
-    prediction). ``checkpoint``: ``"best"`` (default), ``"last"`` or a ``.ckpt`` path."""
-    from tfn.train.runner import load as _load
+    """The trained model of a run folder, in eval mode (see :class:`~tfn.train.loading.TrainedModel`).
+    ``checkpoint``: ``"best"`` (default), ``"last"`` or a ``.ckpt`` path."""
+    from tfn.train.loading import load as _load
 
     return _load(run_dir, checkpoint, device)

@@ -1,11 +1,14 @@
-"""Run configuration: a typed schema, YAML loading and ``key=value`` overrides.
+"""Run configuration on pydantic: a validated schema, YAML files and ``key=value`` overrides.
 
-A configuration is a nested mapping (YAML file) validated against the dataclasses below. The
-``data`` section is chosen by ``data.name`` (one dataclass per dataset). Every option can be set
-from the command line with a dotted key, e.g. ``trainer.max_epochs=5 model.num_layers=2``; values
-are parsed as YAML (``null``, ``true``, ``[0.5, 2.0]``, ``1e-3``). Unknown keys, wrong types and
-unknown datasets raise :class:`ConfigError` with a message that names the key and suggests close
-matches.
+A configuration is a nested mapping (a YAML file) with the sections ``data``, ``model``,
+``optim`` and ``trainer`` and a few top-level keys. ``data.name`` selects the task
+(:mod:`tfn.tasks`); the ``data`` section is that task's options (its ``Data`` model) and the
+``model`` section is derived from the signature of the task's model class (its arguments, types
+and defaults, minus those the task sets itself), so the two can never drift apart. Every
+option can be set from the command line with a dotted key, e.g. ``trainer.max_epochs=5
+model.num_layers=2``; values are parsed as YAML (``null``, ``true``, ``[0.5, 2.0]``, ``1e-3``).
+Unknown keys, wrong types and unknown tasks raise :class:`ConfigError`, one line that names the
+key and suggests close matches; every section forbids extra keys.
 
 Example:
     >>> cfg = build_config({"data": {"name": "gravity"}}, ["model.num_layers=2", "optim.lr=1e-3"])
@@ -21,23 +24,40 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
+import re
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from tfn.so3.irreps import Irreps, IrrepsLike
+from tfn.tasks import Task, TaskData, available_tasks, get_task
+from tfn.train.files import atomic_write_text
 
 __all__ = [
     "ConfigError",
     "Config",
-    "TetrisData",
-    "GravityData",
-    "InertiaData",
-    "ModelConfig",
+    "Section",
     "OptimConfig",
     "TrainerConfig",
-    "DATASETS",
     "build_config",
+    "model_section",
     "load_yaml",
     "parse_overrides",
     "config_to_dict",
@@ -49,142 +69,327 @@ class ConfigError(ValueError):
     """A configuration key or value is not valid; the message names it."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Schema
-# ----------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------ sections
 
 
-@dataclass
-class TetrisData:
-    """Tetris: 8 shapes of 4 cubes; train on one orientation each, test on random rotations."""
-
-    name: Literal["tetris"] = "tetris"
-    batch_size: int = 8
-    #: copies of the 8 training shapes per epoch (the training set is 8 clouds).
-    train_repeat: int = 32
-    #: number of validation clouds (randomly rotated and translated shapes, cycling classes).
-    num_val_rotations: int = 64
-    #: number of test clouds (randomly rotated and translated shapes, cycling classes).
-    num_rotations: int = 4000
-    #: size of the random test-time translations.
-    translate: float = 2.0
-    eval_batch_size: int = 512
-    num_workers: int = 0
+def _allows(annotation: Any, kind: type) -> bool:
+    """Whether ``annotation`` admits values of type ``kind`` (``bool``, ``None``...)."""
+    if annotation is kind or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _allows(typing.get_args(annotation)[0], kind)
+    if origin in (Union, types.UnionType):
+        return any(_allows(a, kind) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return any(isinstance(a, kind) for a in typing.get_args(annotation))
+    return False
 
 
-@dataclass
-class GravityData:
-    """Gravity: predict each point's acceleration ("1o") from the masses ("1x0e")."""
-
-    name: Literal["gravity"] = "gravity"
-    batch_size: int = 16
-    num_train: int = 2000
-    num_val: int = 200
-    num_test: int = 1000
-    min_points: int = 2
-    max_points: int = 10
-    #: clouds of more points than seen in training, for validation and test ("*_large").
-    num_large: int = 200
-    large_min_points: int = 20
-    large_max_points: int = 50
-    box: float = 2.0
-    min_separation: float = 0.5
-    mass_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    G: float = 1.0
-    #: size of the random translations applied (with random rotations) to validation/test sets.
-    translate: float = 2.0
-    eval_batch_size: int = 256
-    num_workers: int = 0
+def _admits_string(annotation: Any, value: str) -> bool:
+    """Whether the string ``value`` itself is valid for ``annotation`` (``str``, or a
+    ``Literal`` listing it)."""
+    if annotation is str or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if origin in (Union, types.UnionType, Annotated):
+        return any(_admits_string(a, value) for a in typing.get_args(annotation))
+    return False
 
 
-@dataclass
-class InertiaData:
-    """Moment of inertia: predict the inertia tensor about the origin ("0e + 2e")."""
+class Section(BaseModel):
+    """A config section: extra keys forbidden; ``"none"`` means ``null`` where ``null`` is
+    allowed; booleans are not numbers (``true`` is not 1)."""
 
-    name: Literal["inertia"] = "inertia"
-    batch_size: int = 16
-    num_train: int = 2000
-    num_val: int = 200
-    num_test: int = 1000
-    num_points: int = 15
-    box: float = 0.5
-    translate: float = 2.0
-    #: ``pool``: the network's pooled output (``model.pool`` sum/mean); ``origin``: the
-    #: network's output at the origin point (the first point; ``model.pool=none``).
-    readout: Literal["pool", "origin"] = "origin"
-    eval_batch_size: int = 256
-    num_workers: int = 0
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-
-DATASETS: dict[str, type] = {"tetris": TetrisData, "gravity": GravityData, "inertia": InertiaData}
-
-
-@dataclass
-class ModelConfig:
-    """Arguments of :class:`tfn.nn.TensorFieldNetwork` (``null`` = the network's default).
-
-    ``irreps_in``/``irreps_out`` are fixed by the dataset. ``pool`` defaults per dataset
-    (tetris: sum, inertia: sum, gravity: none).
-    """
-
-    irreps_hidden: str | None = None
-    num_layers: int | None = None
-    lmax: int | None = None
-    cutoff: float | None = None
-    pool: Literal["sum", "mean", "none"] | None = None
-    num_basis: int | None = None
-    radial_basis: Literal["gaussian", "bessel"] | None = None
-    max_radius: float | None = None
-    nonlinearity: Literal["norm", "gate"] | None = None
+    @model_validator(mode="before")
+    @classmethod
+    def _literals(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, value in data.items():
+            info = cls.model_fields.get(name)
+            if info is None:
+                continue
+            if (
+                isinstance(value, str)
+                and value.lower() == "none"
+                and _allows(info.annotation, type(None))
+                and not _admits_string(info.annotation, value)
+            ):
+                data[name] = None
+            if isinstance(value, bool) and not _allows(info.annotation, bool):
+                raise ValueError(
+                    f"{name}: expected {_type_name(info.annotation)}, got {value!r} (bool)"
+                )
+        return data
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(Section):
+    """The optimiser and the learning-rate schedule."""
+
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    #: learning-rate schedule over ``trainer.max_epochs``: constant, cosine decay to ``min_lr``
-    #: or reduce-on-plateau of the monitored validation metric.
-    scheduler: Literal["none", "cosine", "plateau"] = "cosine"
-    min_lr: float = 1e-4
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "cosine", "plateau"] = Field(
+        "cosine",
+        description="constant, cosine decay to min_lr over trainer.max_epochs, or "
+        "reduce-on-plateau of the monitored validation metric",
+    )
+    min_lr: float = Field(1e-4, ge=0)
+    patience: int = Field(5, ge=0, description="plateau: epochs without improvement")
+    factor: float = Field(0.5, gt=0, lt=1, description="plateau: learning-rate factor")
 
 
-@dataclass
-class TrainerConfig:
+_MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")
+
+
+def _check_max_time(value: str | None) -> str | None:
+    if value is not None and not _MAX_TIME.match(value):
+        raise ValueError(f"expected DD:HH:MM:SS (e.g. 00:00:30:00 for 30 minutes), got {value!r}")
+    return value
+
+
+class TrainerConfig(Section):
     """Arguments of :class:`lightning.pytorch.Trainer`."""
 
-    max_epochs: int = 50
+    max_epochs: int = Field(50, ge=-1, description="-1: no limit (with max_time)")
+    max_time: Annotated[str | None, AfterValidator(_check_max_time)] = Field(
+        None, description="wall-clock budget DD:HH:MM:SS (Lightning's format)"
+    )
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    num_nodes: int = 1
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = 10
-    check_val_every_n_epoch: int = 1
+    num_nodes: int = Field(1, gt=0)
+    gradient_clip_val: float | None = Field(None, gt=0)
+    log_every_n_steps: int = Field(10, gt=0)
+    check_val_every_n_epoch: int = Field(1, gt=0)
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     enable_progress_bar: bool = True
     deterministic: bool = False
 
+    @field_validator("max_epochs")
+    @classmethod
+    def _epochs(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be >= 1 (or -1 for no limit)")
+        return value
 
-@dataclass
-class Config:
-    """A whole run. ``data`` is one of :class:`TetrisData`, :class:`GravityData`,
-    :class:`InertiaData` (chosen by ``data.name``)."""
 
-    data: TetrisData | GravityData | InertiaData
+def _irreps_string(value: Any) -> str:
+    return str(Irreps(value))
+
+
+#: How a model argument's annotation appears in the config schema.
+_IrrepsField = Annotated[str, AfterValidator(_irreps_string)]
+
+
+def _config_type(annotation: Any) -> Any:
+    """The schema type of a model argument: irreps as strings (parsed, so typos fail early),
+    mappings as dicts, sequences as lists."""
+    if annotation is IrrepsLike or annotation == IrrepsLike:
+        return _IrrepsField
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if any(a is Irreps or a is IrrepsLike for a in args) or (str in args and Iterable in args):
+            rest = [a for a in args if a not in (str, Irreps, Iterable) and a is not IrrepsLike]
+            return Union[tuple([_IrrepsField, *[_config_type(a) for a in rest]])]  # noqa: UP007
+        return Union[tuple(_config_type(a) for a in args)]  # noqa: UP007
+    if origin in (Mapping, typing.Mapping) or origin is dict:
+        k, v = args if args else (str, Any)
+        return dict[_config_type(k), _config_type(v)]
+    if origin in (Sequence, typing.Sequence) or origin is list:
+        (item,) = args if args else (Any,)
+        return list[_config_type(item)]
+    return annotation
+
+
+@cache
+def model_section(task: type[Task]) -> type[Section]:
+    """The ``model`` section of a task: the arguments of ``task.model_class`` (names, types,
+    defaults) minus ``task.model_fixed``."""
+    cls = task.model_class
+    signature = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__)
+    fields: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        if name == "self" or name in task.model_fixed:
+            continue
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        tp = _config_type(hints.get(name, Any))
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[name] = (tp, default)
+    with warnings.catch_warnings():
+        # A model argument may share a name with a (deprecated) BaseModel method, e.g.
+        # `validate`; the field wins, which is what the config wants.
+        warnings.filterwarnings("ignore", message=".*shadows an attribute in parent.*")
+        section = create_model(
+            _section_name(task),
+            __base__=Section,
+            __doc__=f"Arguments of {cls.__module__}.{cls.__qualname__}.",
+            __module__=__name__,
+            **fields,
+        )
+    return section
+
+
+def _section_name(task: type[Task]) -> str:
+    return f"{task.__name__}ModelSection"
+
+
+def __getattr__(name: str) -> Any:
+    # Model sections are made at run time; this finds them by name so that configs pickle
+    # (e.g. into the worker processes of ddp_spawn).
+    if name.endswith("ModelSection"):
+        for task_name in available_tasks():
+            task = get_task(task_name)
+            if _section_name(task) == name:
+                return model_section(task)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Config(BaseModel):
+    """A whole run: the task's ``data`` options, the ``model`` arguments, ``optim``,
+    ``trainer``, and the seed, dtype and threads."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    data: SerializeAsAny[TaskData]
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"
-    #: torch threads per process (``null`` = torch's default).
-    num_threads: int | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    num_threads: int | None = Field(None, gt=0, description="torch threads per process")
+    model: SerializeAsAny[Section]
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @property
+    def task(self) -> type[Task]:
+        return get_task(self.data.name)
+
+    def model_arguments(self) -> dict[str, Any]:
+        """The ``model`` section as keyword arguments of the model class."""
+        return {k: getattr(self.model, k) for k in type(self.model).model_fields}
 
 
-# ----------------------------------------------------------------------------------------------
-# Parsing and validation
-# ----------------------------------------------------------------------------------------------
+_SECTIONS = {"optim": OptimConfig, "trainer": TrainerConfig}
+_TOP_LEVEL = ["data", "seed", "dtype", "num_threads", "model", "optim", "trainer"]
+
+
+# ------------------------------------------------------------------------------- error messages
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return "list"
+    return getattr(tp, "__name__", str(tp))
+
+
+_EXPECTED = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "string": "str",
+    "list": "list",
+    "tuple": "list",
+    "dict": "mapping",
+    "model": "section (mapping)",
+}
+
+
+def _unknown_key(
+    key: str, known: Sequence[str], where: str = "", depth: int | None = None
+) -> ConfigError:
+    """Error for an unknown ``key`` whose part number ``depth`` (default: the last) is not
+    among ``known``, with the closest matches."""
+    parts = key.split(".")
+    depth = len(parts) - 1 if depth is None else depth
+    close = difflib.get_close_matches(parts[depth], list(known), n=3, cutoff=0.6)
+    msg = f"unknown config key {key!r}"
+    if where:
+        msg += f" {where}"
+    if close:
+        sugg = " or ".join(repr(".".join(parts[:depth] + [c] + parts[depth + 1 :])) for c in close)
+        msg += f"; did you mean {sugg}?"
+    else:
+        msg += f" (known keys: {', '.join(known)})"
+    return ConfigError(msg)
+
+
+def _format_error(error: dict[str, Any], prefix: str, section: type[BaseModel]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    # Union members appear in the location as type names; keep the field path only.
+    path = [
+        p
+        for p in loc
+        if not (p[:1].isupper() or "[" in p or p in _EXPECTED or p.startswith("function-"))
+    ]
+    key = ".".join([prefix, *path]) if prefix else ".".join(path)
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        known = list(section.model_fields)
+        where = ""
+        if prefix == "data" and "name" in section.model_fields:
+            where = f"for dataset {section.model_fields['name'].default!r}"
+        return str(_unknown_key(key, known, where))
+    if kind == "missing":
+        return f"missing required config key {key!r}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        hint = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key}: {value!r} is not one of {expected}{hint}"
+    head = kind.split("_")[0]
+    if head in _EXPECTED and kind.endswith(("_type", "_parsing", "_from_float")):
+        return f"{key}: expected {_EXPECTED[head]}, got {value!r} ({type(value).__name__})"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
+        limit = next(iter(error.get("ctx", {}).values()), "")
+        return f"{key}: must be {op} {limit}, got {value!r}"
+    msg = str(error.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if re.match(r"^[\w.]+: ", msg):  # a validator that names its own key
+        name = msg.split(":", 1)[0]
+        if name.startswith(prefix + ".") or "." in name:
+            return msg
+        return f"{prefix}.{msg}" if prefix else msg
+    return f"{key}: {msg}" if key else msg
+
+
+def _validate(section: type[BaseModel], raw: Any, prefix: str) -> BaseModel:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{prefix}: expected a section (mapping), got {raw!r} ({type(raw).__name__})"
+        )
+    try:
+        return section.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(
+            "; ".join(_format_error(err, prefix, section) for err in e.errors())
+        ) from None
+
+
+# ----------------------------------------------------------------------------- files, overrides
 
 
 def _yaml():
@@ -203,7 +408,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = _yaml().safe_load(path.read_text())
     except Exception as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -218,7 +423,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     """``["a.b=1", "c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` (values parsed as YAML)."""
     out = []
     for item in overrides:
@@ -248,242 +453,73 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        return f"list of {_type_name(arg)}"
-    return getattr(tp, "__name__", str(tp))
+# --------------------------------------------------------------------------------------- build
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against type ``tp`` (with the usual int->float, "1e-3"->float leniency)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if tp is type(None):
-        if value is None:
-            return None
-    elif origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{key}: {value!r} is not one of {', '.join(repr(c) for c in choices)}{hint}"
-            )
-    elif origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        # Literal members first: they raise a specific message for near-miss strings.
-        errors = []
-        for arg in sorted(args, key=lambda a: typing.get_origin(a) is not Literal):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e)
-        lit = [e for e in errors if "is not one of" in str(e)]
-        if lit and isinstance(value, str) and not any(a is str for a in args):
-            raise lit[0]
-    elif origin is list:
-        (arg,) = typing.get_args(tp)
-        if isinstance(value, (list, tuple)):
-            return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - schema error
-        raise TypeError(f"unsupported schema type {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def _unknown_key(
-    key: str, known: list[str], where: str = "", depth: int | None = None
-) -> ConfigError:
-    """Error for an unknown ``key``; its part number ``depth`` (default: the last) is the
-    unknown one, matched against ``known``."""
-    parts = key.split(".")
-    depth = len(parts) - 1 if depth is None else depth
-    close = difflib.get_close_matches(parts[depth], known, n=3, cutoff=0.6)
-    msg = f"unknown config key {key!r}"
-    if where:
-        msg += f" {where}"
-    if close:
-        sugg = " or ".join(repr(".".join(parts[:depth] + [c] + parts[depth + 1 :])) for c in close)
-        msg += f"; did you mean {sugg}?"
-    else:
-        msg += f" (known keys: {', '.join(known)})"
-    return ConfigError(msg)
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{prefix.rstrip('.') or 'config'}: expected a section (mapping), got {raw!r} "
-            f"({type(raw).__name__})"
-        )
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in names:
-            where = f"for dataset {raw.get('name')!r}" if cls in DATASETS.values() else ""
-            raise _unknown_key(f"{prefix}{key}", names, where)
-    kwargs = {}
-    for f in fields(cls):
-        key = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        if f.name not in raw:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"missing required config key {key!r}")
-            continue
-        value = raw[f.name]
-        if isinstance(tp, type) and is_dataclass(tp):
-            kwargs[f.name] = _build(tp, {} if value is None else value, key + ".")
-        else:
-            kwargs[f.name] = _coerce(value, tp, key)
-    return cls(**kwargs)
-
-
-def _check(cfg: Config) -> None:
-    """Value checks beyond types."""
-
-    def positive(key: str, value: Any, allow_zero: bool = False) -> None:
-        if value is None:
-            return
-        bad = value < 0 if allow_zero else value <= 0
-        if bad:
-            raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-
-    d = cfg.data
-    for f in fields(d):
-        v = getattr(d, f.name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        positive(f"data.{f.name}", v, allow_zero=f.name in ("num_workers", "translate"))
-    if isinstance(d, GravityData):
-        if d.min_points < 2 or d.max_points < d.min_points:
-            raise ConfigError("data.min_points/max_points: need 2 <= min_points <= max_points")
-        if d.large_min_points < 2 or d.large_max_points < d.large_min_points:
-            raise ConfigError("data.large_min_points/large_max_points: need 2 <= min <= max")
-        if len(d.mass_range) != 2 or not 0 < d.mass_range[0] <= d.mass_range[1]:
-            raise ConfigError(
-                f"data.mass_range: expected [low, high] with 0 < low <= high, got {d.mass_range!r}"
-            )
-    m = cfg.model
-    for name in ("num_basis", "max_radius", "cutoff"):
-        positive(f"model.{name}", getattr(m, name))
-    positive("model.lmax", m.lmax, allow_zero=True)
-    positive("model.num_layers", m.num_layers, allow_zero=True)
-    pool = "none" if m.pool is None else m.pool
-    if d.name == "gravity" and pool != "none":
-        raise ConfigError("model.pool: gravity predicts one vector per point; use pool=none")
-    if d.name == "tetris" and pool == "none":
-        raise ConfigError("model.pool: tetris predicts one output per cloud; use sum or mean")
-    if isinstance(d, InertiaData):
-        if d.readout == "pool" and pool == "none":
-            raise ConfigError(
-                "model.pool: inertia with data.readout=pool needs model.pool=sum or mean"
-            )
-        if d.readout == "origin" and pool != "none":
-            raise ConfigError(
-                "model.pool: inertia with data.readout=origin reads the output at the origin "
-                "point; use model.pool=none"
-            )
-    positive("optim.lr", cfg.optim.lr)
-    positive("optim.min_lr", cfg.optim.min_lr, allow_zero=True)
-    positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
-    positive("trainer.max_epochs", cfg.trainer.max_epochs)
-    positive("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps)
-    positive("trainer.check_val_every_n_epoch", cfg.trainer.check_val_every_n_epoch)
-    positive("num_threads", cfg.num_threads)
-
-
-_DEFAULT_POOL = {"tetris": "sum", "gravity": "none", "inertia": "sum"}
-
-
-def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
+def build_config(
+    raw: Mapping[str, Any] | None = None, overrides: Sequence[str] | None = None
+) -> Config:
     """Validate a raw mapping (plus ``key=value`` overrides) into a :class:`Config`.
 
     Raises:
-        ConfigError: unknown key, wrong type, unknown dataset or invalid value (the message
+        ConfigError: unknown key, wrong type, unknown task or invalid value (one line that
             names the key).
     """
-    raw = copy.deepcopy(raw or {})
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"config: expected a mapping, got {type(raw).__name__}")
-    sections = {f.name for f in fields(Config) if f.name in ("data", "model", "optim", "trainer")}
+    raw = copy.deepcopy(dict(raw or {}))
     for key, value in parse_overrides(list(overrides or [])):
         top = key.split(".")[0]
-        known = [f.name for f in fields(Config)]
-        if top not in known:
-            raise _unknown_key(key, known, depth=0)
-        if "." in key and top not in sections:
+        if top not in _TOP_LEVEL:
+            raise _unknown_key(key, _TOP_LEVEL, depth=0)
+        if "." in key and top not in ("data", "model", "optim", "trainer"):
             raise ConfigError(f"cannot set {key!r}: {top!r} is not a section")
         _set_dotted(raw, key, value)
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            raise _unknown_key(str(key), _TOP_LEVEL)
 
+    tasks = available_tasks()
     data = raw.get("data")
     if not isinstance(data, dict):
         raise ConfigError(
-            "missing config section 'data' (set data.name to one of: " + ", ".join(DATASETS) + ")"
+            f"missing config section 'data' (set data.name to one of: {', '.join(tasks)})"
         )
     name = data.get("name")
     if name is None:
-        raise ConfigError("missing config key 'data.name' (one of: " + ", ".join(DATASETS) + ")")
-    if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        raise ConfigError(f"missing config key 'data.name' (one of: {', '.join(tasks)})")
+    if name not in tasks:
+        close = difflib.get_close_matches(str(name), tasks, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"data.name: unknown dataset {name!r} (known: {', '.join(DATASETS)}){hint}"
-        )
-    hints = {f.name: f for f in fields(Config)}
-    for key in raw:
-        if key not in hints:
-            raise _unknown_key(key, list(hints))
-    kwargs: dict[str, Any] = {"data": _build(DATASETS[name], data, "data.")}
-    top_hints = typing.get_type_hints(Config)
-    for f in fields(Config):
-        if f.name == "data" or f.name not in raw:
-            continue
-        tp = top_hints[f.name]
-        if isinstance(tp, type) and is_dataclass(tp):
-            value = raw[f.name]
-            kwargs[f.name] = _build(tp, {} if value is None else value, f.name + ".")
-        else:
-            kwargs[f.name] = _coerce(raw[f.name], tp, f.name)
-    cfg = Config(**kwargs)
-    if cfg.model.pool is None:
-        cfg.model.pool = _DEFAULT_POOL[name]
-        if isinstance(cfg.data, InertiaData) and cfg.data.readout == "origin":
-            cfg.model.pool = "none"
-    _check(cfg)
+        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(tasks)}){hint}")
+    task = get_task(name)
+    values: dict[str, Any] = {"data": _validate(task.Data, data, "data")}
+    model_raw = raw.get("model") or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"model: expected a section (mapping), got {model_raw!r}")
+    defaults = task.default_model_arguments(values["data"])
+    values["model"] = _validate(model_section(task), {**defaults, **model_raw}, "model")
+    for section, cls in _SECTIONS.items():
+        values[section] = _validate(cls, raw.get(section), section)
+    for key in ("seed", "dtype", "num_threads"):
+        if key in raw:
+            values[key] = raw[key]
+    try:
+        cfg = Config.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError("; ".join(_format_error(err, "", Config) for err in e.errors())) from None
+    try:
+        task.check_config(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict (YAML/JSON-able) of a config."""
-    return asdict(cfg)
+    return cfg.model_dump(mode="json")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(_yaml().safe_dump(config_to_dict(cfg), sort_keys=False))
+    """The resolved config as YAML (every option, defaults filled in), written atomically."""
+    atomic_write_text(path, _yaml().safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,66 +1,86 @@
-"""Lightning wrappers: the network + task as a LightningModule, and the data as a DataModule."""
+"""The Lightning module of a run: a task's model, trained on the task's loss.
+
+The network is called only through ``task.forward(model, batch)``; validation runs with
+gradients enabled when the task needs them (forces are derivatives of the energy).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import asdict
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
 
-from tfn.data import Batch, collate
+from tfn.tasks import make_task
+from tfn.train.config import build_config, config_to_dict
 
-from .config import Config, build_config
-from .tasks import Task, get_task
-
-__all__ = ["TFNModule", "TFNDataModule", "build_network"]
+__all__ = ["TFNModule", "quiet_lightning", "apply_threads"]
 
 
-def build_network(cfg: Config, task: Task) -> torch.nn.Module:
-    """The :class:`tfn.nn.TensorFieldNetwork` of a config (in the config's dtype)."""
-    from tfn.nn import TensorFieldNetwork
+def quiet_lightning() -> None:
+    """Silence Lightning's chatter that is not about the run."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (
+        ".*does not have many workers.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
+        ".*The number of training batches .* is smaller than the logging interval.*",
+        ".*Experiment logs directory .* exists.*",
+        ".*You are using `torch.load` with `weights_only=False`.*",
+        ".*Found .* module.* in eval mode at the start of training.*",
+        ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+        # validation metrics are all-reduced by hand before logging
+        ".*when logging on epoch level in distributed setting.*",
+        ".*Grad strides do not match bucket view strides.*",
+        ".*You're resuming from a checkpoint that ended before the epoch ended.*",
+    ):
+        warnings.filterwarnings("ignore", message=msg)
 
-    kwargs = {k: v for k, v in asdict(cfg.model).items() if v is not None}
-    if kwargs.get("pool") == "none":
-        kwargs["pool"] = None
-    net = TensorFieldNetwork(task.irreps_in, task.irreps_out, **kwargs)
-    return net.to(task.dtype)
 
-
-def _apply_threads(cfg: Config) -> None:
-    if cfg.num_threads is not None and torch.get_num_threads() != cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+def apply_threads(num_threads: int | None) -> None:
+    if num_threads is not None and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
 
 
 class TFNModule(pl.LightningModule):
-    """A Tensor Field Network trained on one task. ``config`` is the plain dict of a
+    """A task's model and its training. ``config`` is the plain dict of a
     :class:`~tfn.train.config.Config` (stored in the checkpoint's hyper-parameters)."""
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
-        self.save_hyperparameters({"config": config})
         self.cfg = build_config(config)
-        self.task = get_task(self.cfg)
-        self.net = build_network(self.cfg, self.task)
+        self.task = make_task(self.cfg)
+        self.net = self.task.build_model()
+        # After the build: a task may resolve options from its data (e.g. the species).
+        self.save_hyperparameters({"config": config_to_dict(self.cfg)})
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._eval_names: list[str] = []
         #: metrics of the last validation epoch, {"val/acc": ...}
         self.last_metrics: dict[str, float] = {}
+        #: what prepare_model fitted from the training data (fresh runs only)
+        self.fitted: dict[str, Any] = {}
 
-    def forward(self, pos: torch.Tensor, features: torch.Tensor, batch: torch.Tensor | None = None):
-        return self.net(pos, features, batch)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
 
     def setup(self, stage: str) -> None:
-        from .runner import _quiet_lightning
-
-        _quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
-        _apply_threads(self.cfg)
+        quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
+        apply_threads(self.cfg.num_threads)
+        trainer = self._trainer
+        datamodule = trainer.datamodule if trainer is not None else None
+        if datamodule is not None:
+            self._eval_names = list(getattr(datamodule, "vals", {}))
+        # Statistics of the training data, fitted once for a new run (a resumed run restores
+        # them with the weights).
+        if stage == "fit" and trainer.ckpt_path is None and getattr(datamodule, "train", None):
+            self.fitted = self.task.prepare_model(self.net, datamodule.train)
 
     # training ---------------------------------------------------------------------------------
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch.batch)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        pred = self.task.forward(self.net, batch)
         loss = self.task.loss(pred, batch)
         self.log(
             "train/loss",
@@ -68,7 +88,7 @@ class TFNModule(pl.LightningModule):
             on_step=True,
             on_epoch=True,
             prog_bar=True,
-            batch_size=batch.num_clouds,
+            batch_size=self.task.batch_size_of(batch),
             sync_dist=True,
         )
         return loss
@@ -77,9 +97,10 @@ class TFNModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._sums = {}
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self._eval_names[dataloader_idx] if self._eval_names else "val"
-        pred = self.task.predict(self.net(batch.pos, batch.features, batch.batch), batch.batch)
+        with torch.set_grad_enabled(self.task.needs_grad):
+            pred = self.task.forward(self.net, batch)
         acc = self._sums.setdefault(name, {})
         for k, v in self.task.metric_sums(pred, batch).items():
             v = v.detach().to(self.device, torch.float64)
@@ -103,7 +124,7 @@ class TFNModule(pl.LightningModule):
             for k, v in metrics.items():
                 self.log(k, v, prog_bar=k == monitor, sync_dist=False)
 
-    # optimiser ----------------------------------------------------------------------------------
+    # optimiser --------------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.cfg.optim
         params = self.net.parameters()
@@ -120,13 +141,15 @@ class TFNModule(pl.LightningModule):
             floor = min(o.min_lr / o.lr, 1.0)
 
             def factor(epoch: int) -> float:
-                t = min(epoch / max(epochs, 1), 1.0)
+                if epochs <= 0:  # no epoch limit (a time budget): no schedule to follow
+                    return 1.0
+                t = min(epoch / epochs, 1.0)
                 return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=self.task.mode, factor=0.5, patience=5, min_lr=o.min_lr
+            opt, mode=self.task.monitor_goal, factor=o.factor, patience=o.patience, min_lr=o.min_lr
         )
         return {
             "optimizer": opt,
@@ -136,70 +159,3 @@ class TFNModule(pl.LightningModule):
                 "monitor": f"val/{self.task.monitor}",
             },
         }
-
-
-class EpochShuffle(Sampler[int]):
-    """Random order that depends only on ``(seed, epoch)``: a resumed run sees the same data
-    order as an uninterrupted one (Lightning calls ``set_epoch``)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-class TFNDataModule(pl.LightningDataModule):
-    """Training set and validation sets of a task, generated from the config's seed."""
-
-    def __init__(self, module: TFNModule):
-        super().__init__()
-        self.task = module.task
-        self.cfg = module.cfg
-        self._module = module
-        self.train: list = []
-        self.vals: dict[str, list] = {}
-
-    def setup(self, stage: str) -> None:
-        from .runner import _quiet_lightning
-
-        _quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
-        _apply_threads(self.cfg)
-        if not self.train:
-            self.train = self.task.train_set()
-            self.vals = self.task.val_sets()
-        self._module._eval_names = list(self.vals)
-
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
-        return batch.to(device)
-
-    def train_dataloader(self) -> DataLoader:
-        d = self.cfg.data
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # Lightning swaps in a DistributedSampler (seeded by the global seed).
-            kwargs: dict[str, Any] = {"shuffle": True}
-        else:
-            kwargs = {"sampler": EpochShuffle(len(self.train), self.cfg.seed)}
-        return DataLoader(
-            self.train,
-            batch_size=d.batch_size,
-            collate_fn=collate,
-            num_workers=d.num_workers,
-            **kwargs,
-        )
-
-    def val_dataloader(self) -> list[DataLoader]:
-        d = self.cfg.data
-        return [
-            DataLoader(
-                v, batch_size=d.eval_batch_size, collate_fn=collate, num_workers=d.num_workers
-            )
-            for v in self.vals.values()
-        ]

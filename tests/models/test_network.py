@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfn.nn import TensorFieldNetwork
+from tfn.models import TensorFieldNetwork
 from tfn.so3 import Irreps
 from tfn.testing import Global, assert_equivariant
 
@@ -52,7 +52,7 @@ CONFIGS = {
         irreps_hidden=HIDDEN_MIXED,
         num_layers=2,
         lmax=2,
-        mode="fully_connected",
+        output_connection="fully_connected",
         num_neighbors=3.0,
     ),
     "mixed-output-no-layers": dict(
@@ -284,8 +284,12 @@ def test_bad_constructor_arguments():
         TensorFieldNetwork("1x0e", "1o", cutoff=0.0)
     with pytest.raises(ValueError, match="nonlinearity"):
         TensorFieldNetwork("1x0e", "1o", num_layers=1, nonlinearity="relu")
-    with pytest.raises(ValueError, match="mode"):
-        TensorFieldNetwork("1x0e", "1o", num_layers=1, mode="depthwise")
+    with pytest.raises(ValueError, match="output_connection"):
+        TensorFieldNetwork("1x0e", "1o", num_layers=1, output_connection="depthwise")
+    with pytest.raises(ValueError, match="num_neighbors"):
+        TensorFieldNetwork("1x0e", "1o", num_layers=1, num_neighbors=0)
+    with pytest.raises(ValueError, match="num_neighbors"):
+        TensorFieldNetwork("1x0e", "1o", num_layers=1, num_neighbors=-3.0)
     with pytest.raises(ValueError, match="empty"):
         TensorFieldNetwork("1x0e", "", num_layers=1)
 
@@ -318,7 +322,7 @@ def test_bad_inputs_raise(small_net):
     same[4] = same[1]
     with pytest.raises(ValueError, match=r"points 1 and 4 are on top of each other"):
         net(same, features)
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(ValueError, match="empty"):
         net(torch.zeros(0, 3), torch.zeros(0, 2))
     with pytest.raises(ValueError, match=r"pos must have shape \[N, 3\]"):
         net(torch.randn(5, 2), features)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfn.nn import TensorFieldNetwork
+from tfn.models import TensorFieldNetwork
 from tfn.ops import TensorProduct, channelwise_paths, fully_connected_paths
 from tfn.testing import Global, assert_equivariant
 

@@ -9,7 +9,8 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from tfn.data import edge_vectors, full_graph
-from tfn.nn import Convolution, Gate, Nonlinearity, SelfInteraction, TensorFieldNetwork
+from tfn.models import TensorFieldNetwork
+from tfn.nn import Convolution, Gate, Nonlinearity, SelfInteraction
 from tfn.ops import TensorProduct, channelwise_paths, fully_connected_paths
 from tfn.testing import assert_equivariant
 
@@ -96,7 +97,7 @@ def test_network_compiles_aot_eager(dtype, cutoff):
 def _layers():
     pos = torch.randn(5, 3)
     edge_index = full_graph(None, 5)
-    vec, length = edge_vectors(pos, edge_index)
+    vec, _ = edge_vectors(pos, edge_index)
     uvu = TensorProduct(channelwise_paths("2x0e + 1x1o", "0e + 1o + 2e"))
     uvw = TensorProduct(fully_connected_paths("2x0e + 2x1o", "0e + 1o", "2x0e + 2x1o + 1x1e"))
     return {
@@ -107,7 +108,7 @@ def _layers():
         ),
         "conv": (
             Convolution("2x0e + 1x1o", None, lmax=2, cutoff=3.0),
-            (torch.randn(5, 5), edge_index, vec, length),
+            (torch.randn(5, 5), edge_index, vec),
         ),
         "self-interaction": (
             SelfInteraction("2x0e + 1x1o + 1x0o", "3x0e + 2x1o"),

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tfn.interop import e3nn as compat
 from tfn.so3 import (
     CartesianTensor,
     Irreps,
@@ -17,7 +18,6 @@ from tfn.so3 import (
     spherical_harmonics,
     wigner_D,
 )
-from tfn.so3 import e3nn_compat as compat
 
 o3 = pytest.importorskip("e3nn.o3")
 e3nn_io = pytest.importorskip("e3nn.io")

@@ -76,7 +76,7 @@ def change_of_basis(
     """The orthogonal ``Q [2l+1, 2l+1]`` with ``x_tfn = Q @ x_e3nn`` for one degree-``l`` block.
 
     It is the identity for every ``l``: both libraries use the same real harmonics (verified
-    numerically against e3nn 0.6.0 in ``tests/so3/test_e3nn_compat.py``).
+    numerically against e3nn 0.6.0 in ``tests/interop/test_e3nn.py``).
 
     Example:
         >>> change_of_basis(1)
