@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from tfn._extension import failure_reason, load_extension
+from tfn._extension import extensions_disabled, failure_reason, load_extension
 from tfn.ops.edge_plan import EdgePlan
 from tfn.ops.paths import TensorProductDescription
 from tfn.so3.clebsch_gordan import clebsch_gordan
@@ -133,8 +133,9 @@ def _load() -> bool:
 
 @torch.compiler.assume_constant_result
 def available() -> bool:
-    """Whether the fused kernels can run (compiles them at the first call, then cached)."""
-    return _load()
+    """Whether the fused kernels can run (compiles them at the first call, then cached;
+    ``False`` while ``TFN_NO_EXTENSIONS`` is set)."""
+    return not extensions_disabled() and _load()
 
 
 def unavailable_reason() -> str:
