@@ -188,7 +188,7 @@ def _numerical_stress(model, numbers, pos, cell, pbc, h=1e-5):
                 e = model(numbers, pos @ deform, cell=cell @ deform, pbc=pbc, forces=False)[
                     "energy"
                 ]
-                values.append(float(e.sum()))
+                values.append(float(e.detach().sum()))
             stress[i, j] = (values[0] - values[1]) / (2 * h) / volume
     return stress
 

@@ -113,6 +113,11 @@ class Task(ABC):
         return {}
 
     # data ------------------------------------------------------------------------------------
+    def check_data(self) -> None:
+        """Fail early (before a run folder exists) on data that cannot work: a missing file,
+        too few items for the split... Default: nothing to check."""
+        return None
+
     @abstractmethod
     def train_set(self) -> Sequence[Any]: ...
 

@@ -110,6 +110,9 @@ class MDTask(Task):
         test = rest if d.num_test is None else rest[: d.num_test]
         return {"train": train, "val": val, "test": test}
 
+    def check_data(self) -> None:
+        self._split  # noqa: B018 - reads the file and checks that the split fits
+
     def _has_forces(self, frames: list) -> bool:
         return all("forces" in f.arrays for f in frames)
 

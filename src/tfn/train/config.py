@@ -216,7 +216,8 @@ def model_section(task: type[Task]) -> type[Section]:
     defaults) minus ``task.model_fixed``."""
     cls = task.model_class
     signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
+    # IrrepsLike names "Irreps" by a forward reference: resolve it whatever the model imports.
+    hints = typing.get_type_hints(cls.__init__, localns={"Irreps": Irreps})
     fields: dict[str, Any] = {}
     for name, parameter in signature.parameters.items():
         if name == "self" or name in task.model_fixed:

@@ -51,7 +51,9 @@ def _config(config: Config | dict | str | Path | None, overrides: list[str] | No
 def _build_module(cfg: Config) -> TFNModule:
     """The module of a config; model and data errors become one-line ConfigErrors."""
     try:
-        return TFNModule(config_to_dict(cfg))
+        module = TFNModule(config_to_dict(cfg))
+        module.task.check_data()
+        return module
     except (ConfigError, FileNotFoundError, ImportError):
         raise
     except (ValueError, TypeError, KeyError) as error:
