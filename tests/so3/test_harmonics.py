@@ -467,6 +467,22 @@ def test_kernel_matches_eager_path(dtype, monkeypatch):
                 assert bool((error <= 10 * eps * (l + 1) * scale).all()), (normalize, l)
 
 
+def test_kernel_operators_pass_opcheck():
+    """Schemas, fake (shape) functions and dispatch of the two C++ operators, as
+    torch.compile and torch.export see them."""
+    kernels = harmonics._kernels()
+    if kernels is None:
+        pytest.skip("the C++ kernel could not be built here (no compiler?)")
+    for dtype, normalize in [(torch.float64, True), (torch.float32, False)]:
+        x = _points(37, 35, dtype)
+        coefficients = harmonics._packed_coefficients(3, "component")
+        torch.library.opcheck(kernels.forward.default, (x, 3, normalize, coefficients))
+        out = kernels.forward(x, 3, normalize, coefficients)
+        terms = harmonics._packed_derivative_terms(3, "component")
+        grad_out = torch.randn_like(out)
+        torch.library.opcheck(kernels.backward.default, (grad_out, out, x, 3, normalize, terms))
+
+
 def test_kernel_threads_agree():
     if harmonics._kernels() is None:
         pytest.skip("the C++ kernel could not be built here (no compiler?)")

@@ -497,11 +497,23 @@ def spherical_harmonics(
     Returns:
         ``[..., sum(2l + 1)]``.
 
+    Zero, tiny and huge vectors (details in the module docstring): with ``normalize=True`` the
+    zero vector gives ``Y_0`` (its usual constant) and ``Y_l = 0`` for ``l > 0``, with a zero
+    gradient (the direction is undefined there); every other finite vector, subnormal or huge,
+    gives accurate harmonics, and a gradient (of size ``~1 / |x|``) that overflows to ``inf``
+    only where its exact value does. With ``normalize=False`` the polynomials are rounded once
+    from their exact values, so they overflow to ``+-inf`` only where those exceed the dtype's
+    range (``l >= 2`` at ``|x| = 1e30`` in float32, say). Non-finite input gives non-finite
+    output.
+
     Example:
         >>> spherical_harmonics(1, torch.tensor([[0.0, 0.0, 2.0]]))
         tensor([[0.0000, 0.0000, 1.7321]])
         >>> spherical_harmonics([0, 1, 2], torch.randn(10, 3)).shape
         torch.Size([10, 9])
+        >>> spherical_harmonics([0, 1], torch.tensor([[0.0, 0.0, 0.0], [1e-30, 0.0, 0.0]]))
+        tensor([[1.0000, 0.0000, 0.0000, 0.0000],
+                [1.0000, 1.7321, 0.0000, 0.0000]])
     """
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
