@@ -9,13 +9,15 @@ Examples::
     tfn tasks
     tfn demo
 
-Errors in what the user typed (configs, paths, checkpoints, models that cannot be built) are
-one line on stderr and exit code 2.
+Errors in what the user typed (configs, paths, checkpoints, models that cannot be built, data
+that cannot be used) are one line on stderr and exit code 2; ``TFN_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -81,6 +83,48 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     sub.add_parser("tasks", help="list the tasks (values of data.name)")
 
+    data = sub.add_parser("data", help="make data sets (molecular dynamics with GFN2-xTB)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    g = data_sub.add_parser(
+        "md",
+        help="an MD17-style trajectory: xTB energies and forces along Langevin dynamics",
+        description="Embed a molecule (an MD17 name or any SMILES), relax it with GFN2-xTB, "
+        "equilibrate, then run Langevin dynamics (0.5 fs steps) keeping a frame every --stride "
+        "steps, with energies (eV) and forces (eV/A) in extxyz. Seeded; an interrupted run "
+        "continues where it stopped. Needs tfn[md].",
+    )
+    g.add_argument("molecule", metavar="NAME_OR_SMILES")
+    g.add_argument("--frames", type=int, required=True, help="frames in the file at the end")
+    g.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, metavar="FILE.extxyz")
+    g.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    g.add_argument("--stride", type=int, default=None, help="steps between frames")
+    g.add_argument("--equilibration", type=int, default=None, help="steps before the first frame")
+    g.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    g.add_argument("--no-progress", action="store_true")
+
+    m = sub.add_parser(
+        "md",
+        help="molecular dynamics with a trained energy model (ASE)",
+        description="Run NVE (velocity Verlet) or Langevin dynamics from a structure with the "
+        "model of a run folder through tfn.ase.TFNCalculator; writes the trajectory and a CSV "
+        "log of energies and temperature, prints the speed and the energy drift.",
+    )
+    m.add_argument("run_dir", metavar="RUN")
+    m.add_argument("--atoms", required=True, metavar="START.xyz", help="starting structure")
+    m.add_argument("--ensemble", choices=["nve", "langevin"], default="nve")
+    m.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    m.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    m.add_argument("--steps", type=int, required=True)
+    m.add_argument("--out", required=True, metavar="TRAJ", help=".extxyz or .traj")
+    m.add_argument("--interval", type=int, default=10, help="steps between saved frames")
+    m.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default=None)
+    m.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    m.add_argument("--no-progress", action="store_true")
+
     d = sub.add_parser("demo", help="train Tetris from scratch (about a minute on a laptop)")
     d.add_argument("--out", help="run folder (default runs/demo-<time>)")
     d.add_argument("--epochs", type=int, default=None, help="training epochs")
@@ -108,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "tasks":
             return _tasks()
+        if args.command == "data":
+            return _data(args)
+        if args.command == "md":
+            return _md(args)
         if args.command == "demo":
             from tfn.train.demo import demo
 
             return demo(out=args.out, epochs=args.epochs, threads=args.threads)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, ImportError) as e:
+        if os.environ.get("TFN_DEBUG"):  # the whole traceback, for bug reports
+            raise
         message = " ".join(str(e).split())
         print(f"tfn {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -161,6 +211,56 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(format_metrics(result))
     print(f"written: {Path(args.run_dir) / 'metrics.json'}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from tfn.datasets.md import generate_md
+
+    kwargs: dict[str, Any] = {}
+    if args.stride is not None:
+        kwargs["stride"] = args.stride
+    if args.equilibration is not None:
+        kwargs["equilibration_steps"] = args.equilibration
+    out = generate_md(
+        args.molecule,
+        args.out,
+        frames=args.frames,
+        temperature=args.temperature,
+        seed=args.seed,
+        timestep_fs=args.timestep,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        **kwargs,
+    )
+    print(f"written: {out}")
+    return 0
+
+
+def _md(args: argparse.Namespace) -> int:
+    from tfn.interop.dynamics import read_start, run_md
+
+    result = run_md(
+        args.run_dir,
+        read_start(args.atoms),
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep_fs=args.timestep,
+        steps=args.steps,
+        out=args.out,
+        interval=args.interval,
+        friction_per_fs=args.friction,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{result.steps} steps in {result.seconds:.1f} s ({result.steps_per_second:.1f} steps/s); "
+        f"total-energy drift {result.drift_mev_per_atom_ps:+.3f} meV/atom/ps; max temperature "
+        f"{result.max_temperature:.0f} K; shortest distance {result.min_distance:.3f} A"
+    )
+    print(f"written: {result.trajectory} and {result.log}")
     return 0
 
 

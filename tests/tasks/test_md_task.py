@@ -139,3 +139,54 @@ def _config(tmp_path, data):
 def test_metrics_json_is_valid(trained):
     run, _ = trained
     assert json.loads((run / "metrics.json").read_text())["dataset"] == "md"
+
+
+def test_md_command_with_the_trained_model(trained, ethanol_file, tmp_path, capsys):
+    run, _ = trained
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, ase.io.read(ethanol_file, 0))
+    traj = tmp_path / "traj.extxyz"
+    args = ["md", str(run), "--atoms", str(start), "--steps", "20", "--interval", "5"]
+    assert main([*args, "--out", str(traj), "--no-progress", "--timestep", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "steps/s" in out and "drift" in out
+    assert len(ase.io.read(traj, ":")) == 5  # the start and every 5 steps
+    log = (tmp_path / "traj.log.csv").read_text().splitlines()
+    assert log[0].startswith("step,time_fs,epot_eV") and len(log) == 6
+    langevin = tmp_path / "nvt.extxyz"
+    assert (
+        main(
+            [
+                *args,
+                "--out",
+                str(langevin),
+                "--ensemble",
+                "langevin",
+                "--temperature",
+                "500",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    # bad input: one line
+    assert (
+        main(
+            [
+                "md",
+                str(run),
+                "--atoms",
+                str(tmp_path / "none.xyz"),
+                "--steps",
+                "3",
+                "--out",
+                str(traj),
+            ]
+        )
+        == 2
+    )
+    assert "none.xyz" in capsys.readouterr().err
+    nacl = tmp_path / "nacl.xyz"
+    ase.io.write(nacl, ase.Atoms("NaCl", positions=[[0, 0, 0], [2.5, 0, 0]]))
+    assert main(["md", str(run), "--atoms", str(nacl), "--steps", "3", "--out", str(traj)]) == 2
+    assert "'Cl', 'Na'" in capsys.readouterr().err
