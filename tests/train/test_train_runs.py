@@ -127,3 +127,18 @@ def test_resume_errors(tmp_path):
         tfn.train.train(resume=tmp_path)
     with pytest.raises(FileNotFoundError):
         tfn.train.load(tmp_path)
+
+
+def test_moving_average_of_the_weights_is_evaluated_and_loaded(tmp_path):
+    over = TINY["tetris"] + ["optim.ema_decay=0.5"]
+    run = tmp_path / "ema"
+    tfn.train.train(config_path("tetris"), over, out=run, progress="none")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ema = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("ema.")}
+    raw = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # an average, not a copy
+    model = tfn.train.load(run, "last")
+    assert model.info["weights"] == "moving average"
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, ema[k]), k

@@ -143,6 +143,13 @@ class OptimConfig(Section):
     min_lr: float = Field(1e-4, ge=0)
     patience: int = Field(5, ge=0, description="plateau: epochs without improvement")
     factor: float = Field(0.5, gt=0, lt=1, description="plateau: learning-rate factor")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="exponential moving average of the weights (e.g. 0.99): validated, tested "
+        "and loaded instead of the raw weights",
+    )
 
 
 _MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")

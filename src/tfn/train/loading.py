@@ -87,11 +87,19 @@ def load(
     ckpt = read_checkpoint(path, map_location=device)
     try:
         cfg = build_config(ckpt["hyper_parameters"]["config"])
-        state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        weights = ckpt["state_dict"]
+        # The moving average of the weights when the run kept one (optim.ema_decay).
+        prefix = "ema." if any(k.startswith("ema.") for k in weights) else "net."
+        state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
     except KeyError as error:
         raise ValueError(f"{path} is not a tfn checkpoint (no {error})") from None
     task = make_task(cfg)
     net = task.build_model()
     net.load_state_dict(state)
-    info = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "step": ckpt.get("global_step")}
+    info = {
+        "checkpoint": str(path),
+        "epoch": ckpt.get("epoch"),
+        "step": ckpt.get("global_step"),
+        "weights": "moving average" if prefix == "ema." else "trained",
+    }
     return TrainedModel(net, cfg, task, info).to(device).eval()

@@ -6,6 +6,7 @@ gradients enabled when the task needs them (forces are derivatives of the energy
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -54,6 +55,11 @@ class TFNModule(pl.LightningModule):
         self.cfg = build_config(config)
         self.task = make_task(self.cfg)
         self.net = self.task.build_model()
+        # The moving average of the weights (optim.ema_decay): evaluated and loaded instead of
+        # the raw weights; a submodule, so checkpoints (and resumes) carry it.
+        self.ema: torch.nn.Module | None = None
+        if self.cfg.optim.ema_decay is not None:
+            self.ema = copy.deepcopy(self.net).requires_grad_(False)
         # After the build: a task may resolve options from its data (e.g. the species).
         self.save_hyperparameters({"config": config_to_dict(self.cfg)})
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
@@ -66,6 +72,26 @@ class TFNModule(pl.LightningModule):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validation and test use: the moving average if there is one."""
+        return self.ema if self.ema is not None else self.net
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.optim.ema_decay
+        # Warm-up as in NequIP/MACE: early on the average follows the weights closely.
+        step = self.global_step
+        decay = min(decay, (1 + step) / (10 + step))
+        for avg, p in zip(self.ema.parameters(), self.net.parameters()):
+            avg.lerp_(p.detach(), 1 - decay)
+        for avg, b in zip(self.ema.buffers(), self.net.buffers()):
+            avg.copy_(b)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self._update_ema()
+
     def setup(self, stage: str) -> None:
         quiet_lightning()  # again: ddp_spawn workers start with fresh warning filters
         apply_threads(self.cfg.num_threads)
@@ -77,6 +103,8 @@ class TFNModule(pl.LightningModule):
         # them with the weights).
         if stage == "fit" and trainer.ckpt_path is None and getattr(datamodule, "train", None):
             self.fitted = self.task.prepare_model(self.net, datamodule.train)
+            if self.ema is not None:
+                self.ema.load_state_dict(self.net.state_dict())
 
     # training ---------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -100,7 +128,7 @@ class TFNModule(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self._eval_names[dataloader_idx] if self._eval_names else "val"
         with torch.set_grad_enabled(self.task.needs_grad):
-            pred = self.task.forward(self.net, batch)
+            pred = self.task.forward(self.evaluated, batch)
         acc = self._sums.setdefault(name, {})
         for k, v in self.task.metric_sums(pred, batch).items():
             v = v.detach().to(self.device, torch.float64)
