@@ -31,6 +31,15 @@ Molecular dynamics (imported on first use; they need ``tfn[chem]``, and ``tfn[md
   :class:`ase.Atoms` with ``info["energy"]`` (eV) and ``arrays["forces"]`` (eV/Å);
   :func:`check_trajectory` validates frames (NaN, atoms on top of each other, missing labels).
 
+QM9 (:mod:`tfn.datasets.qm9`, imported on first use; needs ``tfn[chem]``):
+
+* :func:`load_qm9`: the 130,831 molecules as :class:`ase.Atoms` by QM9's 1-based numbers, with
+  the 12 usual properties (energies in eV), Mulliken charges and the polarizability tensor in
+  the frame of the positions; parsed once from qm9pack, then read from a binary cache;
+* :func:`qm9_split` (fixed, seeded), :func:`qm9_by_num_atoms`;
+* :func:`min_over_sign_flips_loss` and :func:`polarizability_sign_flips` for the tensor's
+  axis-sign ambiguity (``docs/qm9.md``).
+
 Example:
     >>> from tfn.data import collate
     >>> batch = collate(gravity(4, seed=0))
@@ -49,6 +58,11 @@ _LAZY = {
     "check_trajectory": "tfn.datasets.io",
     "generate_md": "tfn.datasets.md",
     "read_trajectory": "tfn.datasets.io",
+    "load_qm9": "tfn.datasets.qm9",
+    "min_over_sign_flips_loss": "tfn.datasets.qm9",
+    "polarizability_sign_flips": "tfn.datasets.qm9",
+    "qm9_by_num_atoms": "tfn.datasets.qm9",
+    "qm9_split": "tfn.datasets.qm9",
 }
 
 
@@ -71,7 +85,12 @@ __all__ = [
     "gravity",
     "inertia",
     "inertia_tensor",
+    "load_qm9",
+    "min_over_sign_flips_loss",
     "mirror",
+    "polarizability_sign_flips",
+    "qm9_by_num_atoms",
+    "qm9_split",
     "read_trajectory",
     "tetris",
 ]
