@@ -34,7 +34,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -170,7 +175,11 @@ struct PathInfo {
   int64_t m_offset;  // where this path's filter contractions start in a block's M buffer
   // Pairs grouped by k (ranges of pair indices) and by i (ranges of positions in by_i).
   int64_t k_group_begin, k_group_end, i_group_begin, i_group_end;
-  bool mix_first;  // "uvw": mix the channels of input 1 before the Clebsch-Gordan contraction
+  // The same terms regrouped by (j, k) (ranges of jk pairs, each with terms (i, C)), and
+  // those pairs grouped by j: the gradient of the filter sums over i first, per source node.
+  int64_t jk_begin, jk_end, j_group_begin, j_group_end;
+  int64_t x_offset;  // where this path's sums over i start in a node's buffer (in values)
+  bool mix_first;    // "uvw": mix the channels of input 1 before the Clebsch-Gordan contraction
 };
 
 template <typename T>
@@ -180,7 +189,10 @@ struct Program {
   std::vector<PathInfo> paths;
   std::vector<int64_t> pair_i, pair_k, term_begin, term_end, by_i, term_j;
   std::vector<T> term_value;
-  std::vector<Group> k_groups, i_groups;
+  std::vector<Group> k_groups, i_groups, j_groups;
+  std::vector<int64_t> jk_k, jk_term_begin, jk_term_end, jk_term_i;
+  std::vector<T> jk_term_value;
+  int64_t x_size = 0;  // sum over paths of jk pairs * mul_padded
   int64_t dim1 = 0, dim1_t = 0, dim2 = 0, dim_out = 0, dim_out_t = 0, weight_numel = 0;
   int64_t max_pairs = 0, max_mul_padded = 0, max_dim = 0;
   int64_t m_size = 0;  // filter contractions per edge: sum over paths of mul2 * pairs
@@ -332,6 +344,36 @@ Program<T>::Program(const at::Tensor& ints_tensor, const at::Tensor& values_tens
       r = end;
     }
     p.i_group_end = (int64_t)i_groups.size();
+    // (j, k, i, C) for every term of the path, sorted by (j, k, i).
+    std::vector<std::tuple<int64_t, int64_t, int64_t, T>> terms;
+    for (int64_t r = p.pair_begin; r < p.pair_end; ++r)
+      for (int64_t t = term_begin[r]; t < term_end[r]; ++t)
+        terms.emplace_back(term_j[t], pair_k[r], pair_i[r], term_value[t]);
+    std::sort(terms.begin(), terms.end(), [](const auto& a, const auto& b) {
+      return std::make_tuple(std::get<0>(a), std::get<1>(a), std::get<2>(a)) <
+             std::make_tuple(std::get<0>(b), std::get<1>(b), std::get<2>(b));
+    });
+    p.jk_begin = (int64_t)jk_k.size();
+    p.j_group_begin = (int64_t)j_groups.size();
+    for (size_t t = 0; t < terms.size(); ++t) {
+      const auto [j, k, i, value] = terms[t];
+      const bool new_pair = t == 0 || std::get<0>(terms[t - 1]) != j || std::get<1>(terms[t - 1]) != k;
+      if (new_pair) {
+        if (t == 0 || std::get<0>(terms[t - 1]) != j)
+          j_groups.push_back({j, (int64_t)jk_k.size(), (int64_t)jk_k.size()});
+        jk_k.push_back(k);
+        jk_term_begin.push_back((int64_t)jk_term_i.size());
+        jk_term_end.push_back((int64_t)jk_term_i.size());
+        j_groups.back().end = (int64_t)jk_k.size();
+      }
+      jk_term_i.push_back(i);
+      jk_term_value.push_back(value);
+      jk_term_end.back() = (int64_t)jk_term_i.size();
+    }
+    p.jk_end = (int64_t)jk_k.size();
+    p.j_group_end = (int64_t)j_groups.size();
+    p.x_offset = x_size;
+    x_size += (p.jk_end - p.jk_begin) * in1[p.i1].mul_padded;
   }
 }
 
@@ -381,12 +423,30 @@ inline void contract_filters(const Program<T>& P, const EdgeBlock<T>& B, const T
 
 // ------------------------------------------------------------------ layouts and threads
 
+// at::empty, asking Linux for transparent huge pages when the tensor is large. The per-edge
+// gradients of a big graph are hundreds of MB, freshly mapped at every call: with 4 KB pages
+// the kernel spends about as long in page faults as the operator spends computing them.
+// (Only a hint, where THP is in "madvise" mode; it never changes a result.)
+inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t bytes = t.nbytes();
+  if (bytes >= 4 * huge) {
+    const uintptr_t begin = (start + huge - 1) & ~(huge - 1), end = (start + bytes) & ~(huge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#endif
+  return t;
+}
+
 // rows x [dim] (standard layout) -> rows x [dim_t] (channel-innermost, zero padding).
 template <typename T>
 at::Tensor to_channels_inner(const at::Tensor& x, const std::vector<Entry>& entries,
                              int64_t dim_t) {
   const int64_t rows = x.size(0), dim = x.size(1);
-  at::Tensor out = at::empty({rows, dim_t}, x.options());
+  at::Tensor out = empty_output({rows, dim_t}, x.options());
   const T* src = x.data_ptr<T>();
   T* dst = out.data_ptr<T>();
   at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {

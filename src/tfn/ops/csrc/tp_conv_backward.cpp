@@ -31,10 +31,30 @@ struct Backward {
   T* gw;  // [E, weight_numel] or null
 
   struct Buffers {
-    std::vector<T> gx_acc, y_acc, yT, M, wtmp, h, tmp, lane_acc;
+    std::vector<T> gx_acc, y_acc, yT, M, wtmp, h, tmp, lane_acc, X;
   };
 
-  // The block's edges all leave node b (x row xb); B.node[l] are their grad_out rows.
+  // "uvu", once per source node: X[jk][u] = sum_i C[i, j, k] x[i][u] for every (j, k) pair of
+  // every path, so that each of the node's edges needs only sum_k g[k] X[jk] for grad y.
+  void node_sums(const T* xb, Buffers& S) const {
+    for (const auto& p : P.paths) {
+      const Entry& e1 = P.in1[p.i1];
+      const int64_t Up = e1.mul_padded;
+      const T* xi = xb + e1.offset_t;
+      for (int64_t jk = p.jk_begin; jk < p.jk_end; ++jk) {
+        T* out = S.X.data() + p.x_offset + (jk - p.jk_begin) * Up;
+        for (int64_t c = 0; c < Up; c += L) {
+          V s = vzero<T>();
+          for (int64_t t = P.jk_term_begin[jk]; t < P.jk_term_end[jk]; ++t)
+            s += P.jk_term_value[t] * vload(xi + P.jk_term_i[t] * Up + c);
+          vstore(out + c, s);
+        }
+      }
+    }
+  }
+
+  // "uvu", the whole block (its edges all leave node b, x row xb; B.node[l] are their
+  // grad_out rows), paths outer so that the loop control is shared by the block's edges.
   void uvu(const PathInfo& p, int64_t v, const EdgeBlock<T>& B, const T* xb, const T* Mp,
            Buffers& S) const {
     const Entry &e1 = P.in1[p.i1], &e2 = P.in2[p.i2], &eo = P.out[p.io];
@@ -44,7 +64,7 @@ struct Backward {
       const T* wp = B.w[l] + p.weight_offset;
       if (V2 == 1) {
         wl[l] = wp;
-      } else {
+      } else {  // weights [U, V]: gather this copy's column
         T* col = S.wtmp.data() + l * Up;
         for (int64_t u = 0; u < U; ++u) col[u] = wp[u * V2 + v];
         wl[l] = col;
@@ -54,6 +74,7 @@ struct Backward {
     const int64_t go = eo.offset_t;
     T* gxa = S.gx_acc.data() + e1.offset_t;
     T* lane = S.lane_acc.data();
+    const T* X = S.X.data() + p.x_offset;
     for (int64_t c = 0; c < Up; c += L) {
       const int64_t nc = U - c;
       if (gx) {  // gx[i] += sum over edges of w * sum_k M[i, k] g[k]
@@ -95,17 +116,16 @@ struct Backward {
           }
         }
       }
-      if (gy) {  // lanes of gy[j] += C[i, j, k] (w x[i]) g[k]
-        for (int64_t q = pb; q < p.pair_end; ++q) {
-          const V xq = vload(xi + P.pair_i[q] * Up + c);
-          const int64_t ko = go + P.pair_k[q] * Up + c;
+      if (gy) {  // lanes of gy[j] += w * sum_k g[k] X[jk]
+        for (int64_t gj = p.j_group_begin; gj < p.j_group_end; ++gj) {
+          const Group& Gr = P.j_groups[gj];
           for (int64_t l = 0; l < n; ++l) {
-            const V prod = xq * vload(B.node[l] + ko) * vload_upto(wl[l] + c, nc);
-            T* ya = S.y_acc.data() + (l * P.dim2 + e2.offset + v * e2.dim) * L;
-            for (int64_t t = P.term_begin[q]; t < P.term_end[q]; ++t) {
-              T* a = ya + P.term_j[t] * L;
-              vstore(a, vload(a) + P.term_value[t] * prod);
-            }
+            const T* gl = B.node[l] + go + c;
+            V s = vzero<T>();
+            for (int64_t jk = Gr.begin; jk < Gr.end; ++jk)
+              s += vload(gl + P.jk_k[jk] * Up) * vload(X + (jk - p.jk_begin) * Up + c);
+            T* a = S.y_acc.data() + (l * P.dim2 + e2.offset + v * e2.dim + Gr.key) * L;
+            vstore(a, vload(a) + s * vload_upto(wl[l] + c, nc));
           }
         }
       }
@@ -206,7 +226,7 @@ struct Backward {
           }
         }
       }
-      for (int64_t q = pb; q < p.pair_end; ++q) {
+      for (int64_t q = pb; q < p.pair_end; ++q) {  // (faster here than the (j, k) order)
         const int64_t ko = go + P.pair_k[q] * Wp;
         for (int64_t l = 0; l < n; ++l) {
           const T* xm = tmp + (l * d1 + P.pair_i[q]) * Wp;
@@ -228,6 +248,7 @@ struct Backward {
     const int64_t scratch = std::max<int64_t>(P.max_dim * P.max_mul_padded, 1) * L;
     if (gx) S.gx_acc.resize(uvw_x ? P.dim1_t * L : P.dim1_t);
     if (gy) S.y_acc.resize(std::max<int64_t>(P.dim2, 1) * L * L);
+    if (gy && !uvw_x) S.X.resize(std::max<int64_t>(P.x_size, 1));
     S.yT.resize(std::max<int64_t>(P.dim2, 1) * L);
     S.M.resize(std::max<int64_t>(P.m_size, 1) * L);
     S.wtmp.resize(std::max<int64_t>(P.max_mul_padded, 1) * L);
@@ -241,6 +262,7 @@ struct Backward {
       if (gx) std::fill(S.gx_acc.begin(), S.gx_acc.end(), T(0));
       const T* xb = x_t ? x_t + b * P.dim1_t : nullptr;
       const int64_t k_end = G.src_ptr[b + 1];
+      if (gy && !uvw_x && G.src_ptr[b] < k_end) node_sums(xb, S);
       for (int64_t k0 = G.src_ptr[b]; k0 < k_end; k0 += L) {
         B.n = std::min<int64_t>(L, k_end - k0);
         for (int64_t l = 0; l < B.n; ++l) {
@@ -250,7 +272,7 @@ struct Backward {
           B.w[l] = w + e * w_stride;
         }
         for (int64_t k = k0 + B.n; k < std::min(k0 + B.n + L, k_last); ++k) {
-          const int64_t e = G.src_perm[k];
+          const int64_t e = G.src_perm[k];  // the next block's rows, while this one computes
           prefetch_row(w + e * w_stride, P.weight_numel);
           prefetch_row(y + e * P.dim2, P.dim2);
         }
@@ -260,7 +282,7 @@ struct Backward {
           const int64_t pairs = p.pair_end - p.pair_begin;
           for (int64_t v = 0; v < P.in2[p.i2].mul; ++v) {
             const T* Mp = S.M.data() + (p.m_offset + v * pairs) * L;
-            if (P.connection == 0)
+            if (!uvw_x)
               uvu(p, v, B, xb, Mp, S);
             else
               uvw(p, v, B, xb, Mp, S);
@@ -307,10 +329,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_typed(
   const at::Tensor wr = weight_rows(w, G.num_edges, P.weight_numel, w_stride);
   const at::Tensor yc = y.contiguous();
   const auto opts = x.options();
-  at::Tensor gx = need_x ? at::empty({G.num_src, P.dim1}, opts) : at::empty({0}, opts);
-  at::Tensor gy = need_y ? at::empty({G.num_edges, P.dim2}, opts) : at::empty({0}, opts);
+  at::Tensor gx = need_x ? empty_output({G.num_src, P.dim1}, opts) : at::empty({0}, opts);
+  at::Tensor gy = need_y ? empty_output({G.num_edges, P.dim2}, opts) : at::empty({0}, opts);
   at::Tensor gw =
-      need_w ? at::empty({G.num_edges, P.weight_numel}, opts) : at::empty({0}, opts);
+      need_w ? empty_output({G.num_edges, P.weight_numel}, opts) : at::empty({0}, opts);
   if (!need_x && !need_y && !need_w) return {gx, gy, gw};
   const at::Tensor g_t = to_channels_inner<T>(grad_out.contiguous(), P.out, P.dim_out_t);
   at::Tensor x_t;
