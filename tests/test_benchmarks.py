@@ -13,6 +13,18 @@ CASES = {
     "bench_harmonics.py": ["--n", "200", "--repeats", "1", "--lmax", "2"],
     "bench_tensor_product.py": ["--edges", "300", "--repeats", "1"],
     "bench_model.py": ["--molecules", "2", "--atoms", "6", "--repeats", "1"],
+    "bench_neighbors.py": [
+        "--molecules",
+        "3",
+        "--atoms",
+        "6",
+        "--liquid",
+        "200",
+        "--boxes",
+        "60",
+        "--repeats",
+        "1",
+    ],
 }
 
 

@@ -2,7 +2,13 @@
 
 from tfn.data.batch import Batch, PointCloud, collate
 from tfn.data.graph import Graph
-from tfn.data.neighbors import check_positions, edge_vectors, full_graph, radius_graph
+from tfn.data.neighbors import (
+    check_positions,
+    edge_vectors,
+    full_graph,
+    neighbor_list,
+    radius_graph,
+)
 
 __all__ = [
     "Batch",
@@ -12,5 +18,6 @@ __all__ = [
     "check_positions",
     "edge_vectors",
     "full_graph",
+    "neighbor_list",
     "radius_graph",
 ]
