@@ -1,16 +1,17 @@
 """Neighbour lists of periodic clouds with vesin (the ``tfn[chem]`` extra).
 
 :func:`tfn.data.neighbor_list` sends here the clouds with at least one periodic axis; it is
-the only caller. vesin (https://github.com/Luthaf/vesin) is a C++ cell list, several times
-faster on CPU than the torch cell list run on periodic images (``docs/neighbors.md``). How it
-is called, and why:
+the only caller. vesin (https://github.com/Luthaf/vesin) is a C++ cell list, about 4x faster
+on CPU than the torch cell list run on periodic images (``docs/neighbors.md``). How it is
+called, and why:
 
 * every axis is made periodic: the rows of the cell along non-periodic axes (possibly zero or
   parallel to the others) are replaced by orthogonal vectors longer than the extent of the
   cloud along them plus two cutoffs, so no image along them comes within the cutoff. vesin
   0.6.2 accepts per-axis flags, but sizes its grid from the points' bounding box along open
-  axes, which with an elongated cloud can exhaust memory or crash the process; its fully
-  periodic path is the most exercised one, and the shifts it returns along padded axes are 0.
+  axes, and with a cloud elongated along one (100 points over 1e5 cutoffs) it hangs or
+  crashes the process; its fully periodic path is the most exercised one, and the shifts it
+  returns along padded axes are 0.
 * positions, cell and cutoff are scaled by a power of two bringing the cutoff into ``[1, 2)``:
   exact in floating point, and it keeps vesin's absolute thresholds (it refuses cutoffs below
   ``1e-6``) out of the way.
