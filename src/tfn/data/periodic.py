@@ -140,8 +140,11 @@ def _cloud_pairs(
     radius = _search_radius(_face_distances(box), cutoff)
     calculator = calculators.get(radius)
     if calculator is None:
-        threads = max(1, torch.get_num_threads())
-        calculator = vesin.NeighborList(cutoff=radius, full_list=True, n_threads=threads)
+        threads = max(1, torch.get_num_threads())  # follow torch's setting, not all cores
+        try:
+            calculator = vesin.NeighborList(cutoff=radius, full_list=True, n_threads=threads)
+        except TypeError:  # vesin < 0.6 has no n_threads (and runs on one thread)
+            calculator = vesin.NeighborList(cutoff=radius, full_list=True)
         calculators[radius] = calculator
     quantities = "ijS" if radius == cutoff else "ijSd"
     try:
