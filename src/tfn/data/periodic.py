@@ -143,7 +143,7 @@ def _cloud_pairs(
         threads = max(1, torch.get_num_threads())  # follow torch's setting, not all cores
         try:
             calculator = vesin.NeighborList(cutoff=radius, full_list=True, n_threads=threads)
-        except TypeError:  # vesin < 0.6 has no n_threads (and runs on one thread)
+        except TypeError:  # older vesin has no n_threads
             calculator = vesin.NeighborList(cutoff=radius, full_list=True)
         calculators[radius] = calculator
     quantities = "ijS" if radius == cutoff else "ijSd"
