@@ -240,14 +240,14 @@ def test_check_positions_errors():
         check_positions(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"shape \[N, 3\]"):
         check_positions(torch.zeros(3))
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(ValueError, match="empty input"):
         check_positions(torch.zeros(0, 3))
     pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(6))
     pos[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="point index 3"):
+    with pytest.raises(ValueError, match="point 3 are NaN or infinite"):
         check_positions(pos)
     pos[3, 1] = float("inf")
-    with pytest.raises(ValueError, match="point index 3"):
+    with pytest.raises(ValueError, match="point 3 are NaN or infinite"):
         check_positions(pos)
     pos[3, 1] = 0.0
     pos[4] = pos[1] + 1e-8

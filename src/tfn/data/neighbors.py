@@ -570,22 +570,12 @@ def check_positions(pos: Tensor, batch: Tensor | None = None, min_distance: floa
         ...
         ValueError: points 0 and 1 (cloud 0) coincide: distance 0 < min_distance=1e-06
     """
-    if not isinstance(pos, Tensor):
-        raise ValueError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
-    if pos.dim() != 2 or pos.shape[1] != 3:
-        raise ValueError(f"pos must have shape [N, 3], got {list(pos.shape)}")
-    n = int(pos.shape[0])
-    if n == 0:
-        raise ValueError("empty batch: pos has no points")
+    from tfn.data.validation import check_points  # the one position validator
+
+    check_points(pos, batch)
     if not pos.is_floating_point():
         raise ValueError(f"pos must be a floating-point tensor, got {pos.dtype}")
-    bad = ~torch.isfinite(pos.detach()).all(1)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0, 0])
-        raise ValueError(
-            f"pos has a non-finite (NaN or inf) coordinate at point index {i}: "
-            f"{pos[i].detach().tolist()}"
-        )
+    n = int(pos.shape[0])
     ids, _ = _compress_batch(batch, n, pos.device)
     if min_distance < 0:
         raise ValueError(f"min_distance must be >= 0, got {min_distance}")
