@@ -260,7 +260,8 @@ def _largest_component(xt: torch.Tensor) -> torch.Tensor:
 
 
 def _direction(xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x / |x|, 1 / |u|, s)`` of ``[3, n]`` rows, without squaring ``x`` itself.
+    """``(x / |x|, 1 / |u|, s)`` of ``[3, n]`` rows, without squaring ``x`` itself (for the
+    backward; the forward has a cheaper, non-differentiable variant).
 
     ``s = max_j |x_j|`` and ``u = x / s``, so that ``1 <= |u| <= sqrt(3)``: nothing overflows or
     underflows for any finite ``x``, subnormal or huge, and ``1 / |x| = (1 / |u|) / s``. At
@@ -306,9 +307,16 @@ def _evaluate(x: torch.Tensor, lmax: int, normalize: bool, plan: _Plan) -> torch
         if lmax >= 1:
             xt = _transposed(x[start:stop])  # [3, points]
             if normalize:
-                unit, inv_norm, _ = _direction(xt)
-                torch.mul(unit, plan.y1, out=y[1:4])
-                r2 = (inv_norm != 0).to(x.dtype)  # |x / |x||^2: 1, or 0 at x = 0
+                # divided by s = max_j |x_j| first, so that 1 <= |u| <= sqrt 3: no overflow or
+                # underflow for any finite x. At x = 0, u = 0 / (the smallest subnormal) = 0
+                # and its squared norm is clamped to 1 (no 0 * inf). The few extra operations
+                # are cheap ones (a masked `where` or `== 0` each cost as much as all of them).
+                a = xt.abs()
+                s = torch.maximum(torch.maximum(a[0], a[1]), a[2])
+                r2 = s.sign()  # |x / |x||^2: 1, or 0 at x = 0 (degree 2 needs it)
+                info = torch.finfo(x.dtype)
+                torch.div(xt, s.clamp_min_(info.tiny * info.eps), out=y[1:4])
+                y[1:4].mul_(_squared_norm(y[1:4]).clamp_min_(1).rsqrt_().mul_(plan.y1))
             else:
                 # exactly x / 2^e, e the exponent of max |x_j|: |u| in [1/2, sqrt 3)
                 exponent = torch.frexp(_largest_component(xt)).exponent  # 0 at 0, inf, NaN
