@@ -71,3 +71,23 @@ def test_train_then_evaluate(tmp_path, capsys):
     # a second `train` into the same folder is refused with a pointer to --resume
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_data_md_command(tmp_path, capsys):
+    pytest.importorskip("tblite")
+    pytest.importorskip("rdkit")
+    import ase.io
+
+    out = tmp_path / "water.extxyz"
+    args = ["data", "md", "O", "--frames", "3", "--stride", "2", "--equilibration", "4"]
+    assert main([*args, "--seed", "1", "--out", str(out), "--no-progress"]) == 0
+    frames = ase.io.read(out, ":")
+    assert len(frames) == 3 and frames[0].get_forces().shape == (3, 3)
+    assert main([*args, "--seed", "2", "--out", str(out), "--no-progress"]) == 2  # other args
+    assert "seed" in capsys.readouterr().err
+    assert (
+        main(
+            ["data", "md", "not-a-molecule((", "--frames", "1", "--out", str(tmp_path / "x.extxyz")]
+        )
+        == 2
+    )

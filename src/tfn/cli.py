@@ -217,6 +217,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from tfn.datasets.md import generate_md
 
+    try:
+        return _generate(args, generate_md)
+    except KeyboardInterrupt:  # the state is saved: the same command continues
+        print(f"\ninterrupted: run the same command again to continue {args.out}", file=sys.stderr)
+        return 130
+    except RuntimeError as e:  # xTB failed; the frames so far are kept
+        print(f"tfn data md: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace, generate_md) -> int:
     kwargs: dict[str, Any] = {}
     if args.stride is not None:
         kwargs["stride"] = args.stride
