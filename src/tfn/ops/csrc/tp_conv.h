@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <tuple>
 #include <vector>
 
@@ -449,7 +450,10 @@ at::Tensor to_channels_inner(const at::Tensor& x, const std::vector<Entry>& entr
   at::Tensor out = empty_output({rows, dim_t}, x.options());
   const T* src = x.data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+  // A cheap pass next to the kernel: split over threads only when large (every parallel
+  // region ends in a barrier, which costs a scheduler tick on a loaded machine).
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(dim_t, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* s = src + r * dim;
       T* d = dst + r * dim_t;
@@ -495,17 +499,39 @@ inline std::vector<int64_t> balanced_ranges(const int64_t* ptr, int64_t n, int64
   return bounds;
 }
 
-// Runs fn(row_begin, row_end) over edge-balanced ranges of rows on torch's intra-op threads.
+// Runs fn(row_begin, row_end) over edge-balanced ranges of rows on torch's intra-op threads
+// (torch's OpenMP runtime: the extension loads the libgomp torch loaded). The ranges are
+// handed out dynamically: on a machine shared with other processes a thread that loses its
+// CPU for a while no longer holds back a fixed half of the work.
 template <typename F>
 void parallel_rows(const int64_t* ptr, int64_t n, const F& fn) {
   if (n == 0) return;
   const int64_t threads = at::get_num_threads();
-  const int64_t chunks = std::min<int64_t>(n, threads == 1 ? 1 : 8 * threads);
+  if (threads == 1 || n == 1 || at::in_parallel_region()) {
+    fn(0, n);
+    return;
+  }
+  const int64_t chunks = std::min<int64_t>(n, 16 * threads);
   const std::vector<int64_t> bounds = balanced_ranges(ptr, n, chunks);
+#if defined(_OPENMP)
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (bounds[c] == bounds[c + 1]) continue;
+    try {
+      fn(bounds[c], bounds[c + 1]);
+    } catch (...) {
+#pragma omp critical(tfn_parallel_rows)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+#else
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c)
       if (bounds[c] < bounds[c + 1]) fn(bounds[c], bounds[c + 1]);
   });
+#endif
 }
 
 // The graph, checked once per call (cheap next to the product; keeps the kernels in bounds).
