@@ -467,3 +467,24 @@ def test_load_extension_without_compiler_warns_once_and_falls_back(monkeypatch, 
         warnings.simplefilter("error")  # the second call is silent
         assert _extension.load_extension(name, [source]) is None
     assert "no C++ compiler" in _extension.failure_reason(name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_run_the_eager_kernel():
+    """The fused kernel is CPU-only: "auto" sends CUDA tensors to the eager kernel (and gets
+    what the fused kernel gets on the CPU); "fused" refuses them with a clear error."""
+    d = DESCRIPTIONS["uvw-mixed"]
+    fast, _ = _pair(d, torch.float64)
+    g = torch.Generator().manual_seed(14)
+    src, dst, n = graph("random", g)
+    x, y, w = _inputs(d, src, n, torch.float64, g)
+    expected = fast.convolve(x, y, w, EdgePlan.build(src, dst, n))
+    auto = _pair(d, torch.float64)[0]
+    auto.executor = "auto"
+    auto = auto.cuda()
+    cuda = [t.cuda() for t in (x, y, w)]
+    assert auto.resolve_executor(*cuda) == "eager"
+    got = auto.convolve(*cuda, EdgePlan.build(src.cuda(), dst.cuda(), n))
+    _close(got.cpu(), expected, torch.float64)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        fast.resolve_executor(*cuda)
