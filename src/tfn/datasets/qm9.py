@@ -3,54 +3,38 @@
 The data come from ``qm9pack`` (MIT, by QM9's author R. Ramakrishnan), which ships the whole data
 set as CSV inside the package; ``pip install 'tfn[chem]'`` installs it. The package is never
 imported (its ``__init__`` needs pandas and ``pkg_resources``): its folder is located with
-``importlib.util.find_spec``. The first call parses every molecule (about 10 s) and writes a
+``importlib.util.find_spec``. The first call parses every molecule (under a minute) and writes a
 compact binary cache (``$TFN_CACHE_DIR`` or ``~/.cache/tfn``); later calls read the cache in
 about a second.
 
-:func:`load_qm9` returns :class:`ase.Atoms`, one per molecule, with QM9's own 1-based index
-(``dsgdb9nsd_000001`` is 1) in ``info["gdb_index"]`` and
+:func:`load_qm9` returns :class:`ase.Atoms`, one per molecule, with ``arrays["mulliken_charges"]``
+(e) and in ``info``:
 
-==================  =======================  ===================================================
-``info`` key        unit                     meaning
-==================  =======================  ===================================================
-``U0``              eV                       internal energy at 0 K
-``U``, ``H``, ``G`` eV                       internal energy, enthalpy, free energy at 298.15 K
-``homo``, ``lumo``  eV                       frontier orbital energies
-``gap``             eV                       ``lumo - homo``
-``zpve``            eV                       zero-point vibrational energy
-``mu``              D                        norm of the dipole moment
-``alpha``           bohr^3                   isotropic polarizability (trace / 3)
-``r2``              bohr^2                   electronic spatial extent
-``cv``              cal/(mol K)              heat capacity at 298.15 K
-``A``, ``B``, ``C`` GHz                      rotational constants
-``frequencies``     cm^-1                    harmonic frequencies ``[3n - 6]`` (``[3n - 5]``
-                                             for linear molecules)
-``smiles``,         --                       as given by qm9pack
-``inchi``
-``polarizability``  bohr^3                   ``[3, 3]`` tensor **in the frame of the positions**
-``polarizability_`` --                       ``[3, 3]`` rotation, rows = the axes in which QM9
-``frame``                                    gave the tensor, in position coordinates
-``polarizability_`` --                       ``False`` where the frame is known unreliable
-``frame_ok``
-==================  =======================  ===================================================
+* ``gdb_index``: QM9's own 1-based number (``dsgdb9nsd_000001`` is 1);
+* ``U0`` (0 K), ``U``, ``H``, ``G`` (298.15 K), ``homo``, ``lumo``, ``gap``, ``zpve``: eV
+  (from Hartree with CODATA 2014, ``ase.units.Hartree``);
+* ``mu`` (D, norm of the dipole), ``alpha`` (bohr^3, isotropic), ``r2`` (bohr^2), ``cv``
+  (cal/(mol K)), ``A``, ``B``, ``C`` (GHz, rotational constants);
+* ``frequencies`` (cm^-1, ``3n - 6`` or ``3n - 5``), ``smiles``, ``inchi``;
+* ``polarizability``: ``[3, 3]`` bohr^3 **in the frame of the positions**;
+  ``polarizability_frame``: ``[3, 3]`` rotation, rows = the axes QM9 gave the tensor in, in
+  position coordinates (``polarizability = frame.T @ qm9_tensor @ frame``);
+  ``polarizability_frame_ok``: ``False`` where that frame is known unreliable;
+  ``polarizability_signs_ok``: whether the geometry sets the axis signs where they matter.
 
-and ``arrays["mulliken_charges"]`` (e). Energies are converted from Hartree with CODATA 2014
-(``ase.units.Hartree``).
-
-The polarizability tensor and its frame: QM9 gives the tensor in the program's standard
-orientation, not in the frame of its coordinates (see ``docs/qm9.md``). :mod:`tfn.datasets._qm9_frames`
-rebuilds that orientation from the positions; the tensor is mapped as
-``polarizability = frame.T @ qm9_tensor @ frame``. The signs of the axes are the one doubtful part:
-a symmetric tensor under an axis-sign flip keeps its diagonal and changes the signs of some
-off-diagonal entries, so :func:`min_over_sign_flips_loss` compares a prediction with the target
-under the four proper axis-sign flips (:func:`polarizability_sign_flips`) of the frame and takes the
-smallest error.
+QM9 gives the tensor in the program's standard orientation, not in the frame of its coordinates;
+:mod:`tfn.datasets._qm9_frames` rebuilds that orientation from the positions and checks it
+(``docs/qm9.md`` has the investigation and the measured numbers). The signs of the axes are the
+doubtful part: a symmetric tensor under an axis-sign flip keeps its diagonal and changes the
+signs of some off-diagonal entries, so :func:`min_over_sign_flips_loss` compares a prediction
+with the target under the four proper axis-sign flips (:func:`polarizability_sign_flips`) of the
+frame and takes the smallest error.
 
 Splits: :func:`qm9_split` (fixed and seeded, the same on every machine), :func:`qm9_by_num_atoms`
 (molecules of a given size, e.g. for the missing-point task).
 
-Run ``python -m tfn.datasets.qm9 --check-frames`` for the frame statistics over all molecules and
-``python -m tfn.datasets.qm9 --info`` for the cache and the parse report.
+``python -m tfn.datasets.qm9 --check-frames`` prints the frame statistics over all molecules;
+``python -m tfn.datasets.qm9 --info`` the cache, the timings and the parse report.
 """
 
 from __future__ import annotations
@@ -87,7 +71,6 @@ NUM_MOLECULES = 130_831
 """Molecules in QM9 (of the 133,885 GDB-9 numbers, 3,054 failed QM9's consistency check)."""
 MAX_GDB_INDEX = 133_885
 
-# name -> (unit, CSV column, factor kind); "hartree" is converted to eV at load time.
 QM9_PROPERTIES: dict[str, str] = {
     "A": "GHz",
     "B": "GHz",
@@ -124,6 +107,7 @@ _PROPERTY_COLUMNS = {
     "G": "GibbsFreeEnergy_298K_au",
     "cv": "Heatcapacity_Cv_cal_mol_K",
 }
+# In Hartree in the CSV; converted to eV at load time (the cache keeps the CSV's numbers).
 _HARTREE_PROPERTIES = ("homo", "lumo", "gap", "zpve", "U0", "U", "H", "G")
 _PROPERTY_NAMES = tuple(QM9_PROPERTIES)
 _SOURCE_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
@@ -418,9 +402,12 @@ def _parse_source(folder: Path, progress: bool) -> _Table:
     atom_offset = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(count, out=atom_offset[1:])
     polarizability = np.stack([records[g][4] for g in order])
+    bar = _progress_bar(1, "QM9: polarizability frames and checks", progress)
     frame, frame_ok, frame_code, signs_ok = _qm9_frames.standard_frames(
         numbers, positions, atom_offset, polarizability
     )
+    bar.update(1)
+    bar.close()
     table = _Table(
         gdb_index=np.array(order, dtype=np.int32),
         atom_offset=atom_offset,
