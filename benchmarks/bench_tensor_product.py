@@ -13,7 +13,8 @@ channel-wise (``"uvu"``) and fully connected (``"uvw"``). Candidates:
 * ``e3nn``: ``x[src]``, e3nn's tensor product, ``index_add`` onto ``dst``.
 
 "fwd+bwd" is the backward of ``(out * r).sum()`` with respect to the features, the filters and
-the weights. Candidates run interleaved in rounds (the order alternating), medians reported,
+the weights; "double" (``--double``) adds a second order as training on forces needs: the first
+gradients with ``create_graph=True``, then the backward of the sum of their squares. Candidates run interleaved in rounds (the order alternating), medians reported,
 wall time and process CPU time (with one thread the CPU time does not count other processes
 holding the CPU: the steadier measure on a shared machine).
 
@@ -32,7 +33,7 @@ draws those curves.
 Usage::
 
     python benchmarks/bench_tensor_product.py [--edges 20000] [--repeats 15] [--threads 2 [1]]
-        [--modes channelwise,fully_connected] [--json results.json]
+        [--modes channelwise,fully_connected] [--double] [--json results.json]
     python benchmarks/bench_tensor_product.py --scaling [--threads 1 2] [--repeats 5]
         [--json scaling.json] [--plot docs/images/kernel_scaling.png]
 """
@@ -258,7 +259,7 @@ def kernel_cost(d: TensorProductDescription, edges: int, points: int, itemsize: 
 # --------------------------------------------------------------------------- timing
 
 
-def _candidates(mode, d, edges, points, with_eager=True, with_e3nn=True):
+def _candidates(mode, d, edges, points, with_eager=True, with_e3nn=True, double=False):
     fast = TensorProduct(d, executor="fused")
     eager = TensorProduct(d, executor="eager")
     e3 = e3nn_tensor_product(d, mode) if with_e3nn else None
@@ -271,15 +272,19 @@ def _candidates(mode, d, edges, points, with_eager=True, with_e3nn=True):
     probe = torch.randn(points, d.irreps_out.dim)
     leaves = [t.clone().requires_grad_() for t in (x, sh, weight)]
 
-    def run(conv, backward):
+    def run(conv, kind):
         def call():
-            if backward:
-                for t in leaves:
-                    t.grad = None
-                (conv(*leaves) * probe).sum().backward()
-            else:
+            if kind == "forward":
                 with torch.no_grad():
                     conv(x, sh, weight)
+                return
+            for t in leaves:
+                t.grad = None
+            loss = (conv(*leaves) * probe).sum()
+            if kind == "double":  # as in training on forces: a loss on the first gradients
+                grads = torch.autograd.grad(loss, leaves, create_graph=True)
+                loss = sum((g * g).sum() for g in grads)
+            loss.backward()
 
         return call
 
@@ -288,10 +293,8 @@ def _candidates(mode, d, edges, points, with_eager=True, with_e3nn=True):
         convs["tfn-eager"] = lambda a, b, c: eager.convolve(a, b, c, plan)
     if e3 is not None:
         convs["e3nn"] = lambda a, b, c: e3nn_convolve(e3, a, b, c, src, dst, points)
-    passes = {
-        kind: {name: run(conv, kind == "fwd+bwd") for name, conv in convs.items()}
-        for kind in ("forward", "fwd+bwd")
-    }
+    kinds = ("forward", "fwd+bwd", "double") if double else ("forward", "fwd+bwd")
+    passes = {kind: {name: run(conv, kind) for name, conv in convs.items()} for kind in kinds}
     return passes, plan_ms
 
 
@@ -304,13 +307,16 @@ def _ratios(t: dict) -> dict:
     return out
 
 
-def bench_w2(mode: str, edges: int, repeats: int, limits: dict) -> dict:
+def bench_w2(mode: str, edges: int, repeats: int, limits: dict, double: bool = False) -> dict:
     d = tfn_description(mode)
-    passes, plan_ms = _candidates(mode, d, edges, NUM_POINTS)
+    passes, plan_ms = _candidates(mode, d, edges, NUM_POINTS, double=double)
     cost = kernel_cost(d, edges, NUM_POINTS)
     results = {}
     for kind, fns in passes.items():
         t = interleaved_medians(fns, repeats)
+        if kind not in cost:  # second order: timed only
+            results[kind] = {**t, **_ratios(t)}
+            continue
         ms = t["tfn"]["median_ms"]
         floor_ms = cost[kind]["bytes"] / (limits["copy_gbps"] * 1e9) * 1e3
         roof_ms = cost[kind]["flops"] / (limits["matmul_gflops"] * 1e9) * 1e3
@@ -353,7 +359,11 @@ def _print_w2(report: dict) -> None:
                     f"{t['tfn-eager']['median_ms']:>10.2f}{t['e3nn']['median_ms']:>9.2f}"
                     f"{t['e3nn/tfn']:>9.2f}{t['tfn']['cpu_median_ms']:>9.2f}"
                     f"{t['e3nn']['cpu_median_ms']:>10.2f}{t['e3nn/tfn cpu']:>10.2f}"
-                    f"{t['memory_floor_ms']:>9.2f}{t['compute_roof_ms']:>8.2f}"
+                    + (
+                        f"{t['memory_floor_ms']:>9.2f}{t['compute_roof_ms']:>8.2f}"
+                        if "memory_floor_ms" in t
+                        else f"{'-':>9}{'-':>8}"
+                    )
                 )
     for mode, c in report["checks"].items():
         print(
@@ -484,6 +494,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--double", action="store_true", help="also time a second-order pass (as for forces)"
+    )
     parser.add_argument("--scaling", action="store_true", help="run the size sweeps instead")
     parser.add_argument("--max-edges", type=int, default=1_000_000, help="largest sweep point")
     parser.add_argument("--e3nn-max-edges", type=int, default=100_000)
@@ -518,7 +531,8 @@ def main(argv: list[str] | None = None) -> dict:
             run["rows"] = bench_scaling(args.repeats, args.max_edges, args.e3nn_max_edges)
         else:
             run["modes"] = {
-                mode: bench_w2(mode, args.edges, args.repeats, run["limits"]) for mode in modes
+                mode: bench_w2(mode, args.edges, args.repeats, run["limits"], args.double)
+                for mode in modes
             }
         run["loadavg_after"] = os.getloadavg()
         report["results"][str(threads)] = run
