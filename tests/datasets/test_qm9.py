@@ -194,6 +194,7 @@ def test_indices_are_one_based_and_keep_their_order(qm9_env):
     assert [a.info["gdb_index"] for a in loaded] == [3, 1, 2, 3]
     assert [a.get_chemical_formula() for a in loaded] == ["H2O", "CH4", "H3N", "H2O"]
     assert qm9.load_qm9(np.array([5]), progress=False)[0].get_chemical_formula() == "CHN"
+    assert qm9.load_qm9(torch.tensor([6]), progress=False)[0].get_chemical_formula() == "CH2O"
     assert qm9.load_qm9([], progress=False) == []
     assert qm9.load_qm9(133885, progress=False)[0].info["smiles"] == "C1N2C3C4C5OC13C2C45"
 

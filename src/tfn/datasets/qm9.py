@@ -647,7 +647,8 @@ def _as_indices(indices: Any) -> np.ndarray:
         indices = [indices]
     if isinstance(indices, (str, bytes)) or not isinstance(indices, (Iterable, np.ndarray)):
         raise TypeError(f"indices must be an integer or a sequence of integers, got {indices!r}")
-    array = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    # numpy arrays and anything that converts like one (torch tensors) as they are; else a list
+    array = np.asarray(indices if hasattr(indices, "__array__") else list(indices))
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.dtype == bool or not (
@@ -671,7 +672,8 @@ def load_qm9(indices: Any = None, progress: bool = True) -> list:
     Args:
         indices: QM9's own 1-based molecule numbers (``dsgdb9nsd_000001`` is 1), an integer or a
             sequence; ``None`` loads all 130,831 in ascending order. Returned in the order given.
-        progress: tqdm progress bars on stderr (the first call parses the CSV files, ~10 s).
+        progress: tqdm progress bars on stderr (the first call parses the CSV files: under a
+            minute).
 
     Raises:
         ImportError: ``tfn[chem]`` (ASE, qm9pack) is not installed.
