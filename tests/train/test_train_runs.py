@@ -142,3 +142,16 @@ def test_moving_average_of_the_weights_is_evaluated_and_loaded(tmp_path):
     assert model.info["weights"] == "moving average"
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, ema[k]), k
+
+
+def test_time_budget_with_a_cosine_over_wall_time(tmp_path):
+    over = [o for o in TINY["tetris"] if "max_epochs" not in o]
+    over += ["trainer.max_epochs=-1", "trainer.max_time=00:00:00:04", "optim.scheduler=cosine"]
+    run = tmp_path / "timed"
+    result = tfn.train.train(config_path("tetris"), over, out=run, progress="none")
+    rows = list(csv.DictReader(open(run / "metrics.csv", newline="")))
+    lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
+    minutes = [float(r["time/train_minutes"]) for r in rows if r.get("time/train_minutes")]
+    assert len(minutes) >= 2 and minutes == sorted(minutes) and minutes[-1] < 0.2
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[0]  # decays with the elapsed time
+    assert result.metrics is not None and (run / "checkpoints" / "last.ckpt").is_file()

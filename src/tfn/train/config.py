@@ -137,8 +137,9 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["none", "cosine", "plateau"] = Field(
         "cosine",
-        description="constant, cosine decay to min_lr over trainer.max_epochs, or "
-        "reduce-on-plateau of the monitored validation metric",
+        description="constant, cosine decay to min_lr over trainer.max_epochs (or, with "
+        "max_epochs=-1, over the trainer.max_time budget), or reduce-on-plateau of the "
+        "monitored validation metric",
     )
     min_lr: float = Field(1e-4, ge=0)
     patience: int = Field(5, ge=0, description="plateau: epochs without improvement")

@@ -46,6 +46,14 @@ def apply_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
+def _seconds(max_time: str | None) -> float | None:
+    """``DD:HH:MM:SS`` in seconds."""
+    if max_time is None:
+        return None
+    days, hours, minutes, seconds = (int(x) for x in max_time.split(":"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
 class TFNModule(pl.LightningModule):
     """A task's model and its training. ``config`` is the plain dict of a
     :class:`~tfn.train.config.Config` (stored in the checkpoint's hyper-parameters)."""
@@ -71,6 +79,18 @@ class TFNModule(pl.LightningModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
+
+    def _elapsed(self) -> float:
+        """Seconds of training so far (Lightning's timer; 0 before it starts)."""
+        from lightning.pytorch.callbacks import Timer
+
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer):
+                return float(callback.time_elapsed("train"))
+        return 0.0
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -151,6 +171,8 @@ class TFNModule(pl.LightningModule):
             monitor = f"val/{self.task.monitor}"
             for k, v in metrics.items():
                 self.log(k, v, prog_bar=k == monitor, sync_dist=False)
+            # Learning curves against wall time (a time budget is what a CPU user has).
+            self.log("time/train_minutes", self._elapsed() / 60.0, sync_dist=False)
 
     # optimiser --------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -165,17 +187,27 @@ class TFNModule(pl.LightningModule):
         if o.scheduler == "none":
             return opt
         if o.scheduler == "cosine":
-            epochs = self.cfg.trainer.max_epochs
             floor = min(o.min_lr / o.lr, 1.0)
 
-            def factor(epoch: int) -> float:
-                if epochs <= 0:  # no epoch limit (a time budget): no schedule to follow
-                    return 1.0
-                t = min(epoch / epochs, 1.0)
+            def cosine(t: float) -> float:
+                t = min(max(t, 0.0), 1.0)
                 return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+            epochs, budget = self.cfg.trainer.max_epochs, _seconds(self.cfg.trainer.max_time)
+            if epochs > 0:  # the schedule spans trainer.max_epochs
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: cosine(epoch / epochs))
+                interval = "epoch"
+            elif budget is not None:
+                # A wall-clock budget (trainer.max_time): the cosine follows the elapsed
+                # training time, read from Lightning's timer (saved in checkpoints, so a
+                # resumed run continues the same curve).
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda step: cosine(self._elapsed() / budget)
+                )
+                interval = "step"
+            else:
+                return opt
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode=self.task.monitor_goal, factor=o.factor, patience=o.patience, min_lr=o.min_lr
         )
