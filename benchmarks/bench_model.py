@@ -38,7 +38,7 @@ from _common import cpu_name, interleaved_medians, write_json  # noqa: E402
 from torch import nn
 
 from tfn.data.neighbors import edge_vectors, radius_graph
-from tfn.nn import TensorFieldNetwork
+from tfn.models import TensorFieldNetwork
 from tfn.so3 import Irreps
 
 HIDDEN = "32x0e + 32x1o + 32x2e"
