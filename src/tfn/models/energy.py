@@ -14,44 +14,27 @@ eV/A^3 for the usual atomistic data.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
 import torch
-from torch import nn
 
 from tfn.data.graph import Graph
-from tfn.data.neighbors import radius_graph
 from tfn.data.validation import check_points
-from tfn.models.network import TensorFieldNetwork
-from tfn.nn.convolution import Convolution
+from tfn.models._atoms import (
+    ATOMIC_NUMBERS,
+    CHEMICAL_SYMBOLS,
+    AtomsNetwork,
+    least_squares_shifts,
+)
 from tfn.so3.irreps import IrrepsLike
 
 __all__ = ["EnergyModel", "ATOMIC_NUMBERS", "CHEMICAL_SYMBOLS"]
 
-# fmt: off
-CHEMICAL_SYMBOLS: tuple[str, ...] = (
-    "X", "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S",
-    "Cl", "Ar", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge",
-    "As", "Se", "Br", "Kr", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd",
-    "In", "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd",
-    "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg",
-    "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm",
-    "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn",
-    "Nh", "Fl", "Mc", "Lv", "Ts", "Og",
-)
-# fmt: on
-ATOMIC_NUMBERS: dict[str, int] = {s: z for z, s in enumerate(CHEMICAL_SYMBOLS) if z > 0}
 
-
-def _symbol(z: int) -> str:
-    return CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else f"Z={z}"
-
-
-class EnergyModel(nn.Module):
+class EnergyModel(AtomsNetwork):
     """Energies, forces and stress of atomic structures.
 
     Args:
@@ -102,42 +85,23 @@ class EnergyModel(nn.Module):
         executor: str = "auto",
         validate: bool = True,
     ) -> None:
-        super().__init__()
-        where = "EnergyModel"
-        species = list(species)
-        if not species:
-            raise ValueError(f"{where}: species must name at least one element")
-        unknown = [s for s in species if s not in ATOMIC_NUMBERS]
-        if unknown:
-            raise ValueError(f"{where}: unknown chemical symbols {unknown}")
-        if len(set(species)) != len(species):
-            raise ValueError(f"{where}: species lists an element twice: {species}")
-        if not (cutoff is not None and cutoff > 0 and math.isfinite(cutoff)):
-            raise ValueError(f"{where}: cutoff must be a positive distance, got {cutoff}")
-        self.species = species
-        self.cutoff = float(cutoff)
-        self.validate = validate
-        self.network = TensorFieldNetwork(
-            f"{len(species)}x0e",
+        super().__init__(
+            "EnergyModel",
+            species,
             "1x0e",
             irreps_hidden,
             num_layers,
             lmax,
             cutoff,
-            None,
             num_basis=num_basis,
             radial_basis=radial_basis,
             radial_hidden=radial_hidden,
             nonlinearity=nonlinearity,
-            num_neighbors=num_neighbors,
             self_connection=self_connection,
+            num_neighbors=num_neighbors,
             executor=executor,
             validate=validate,
         )
-        index = torch.full((len(CHEMICAL_SYMBOLS),), -1, dtype=torch.long)
-        for i, s in enumerate(species):
-            index[ATOMIC_NUMBERS[s]] = i
-        self.register_buffer("species_index", index, persistent=False)
         self.register_buffer("species_shift", torch.zeros(len(species)))
         self.register_buffer("species_scale", torch.ones(len(species)))
         self.set_statistics(dict(atomic_energies or {}), energy_scale)
@@ -169,17 +133,11 @@ class EnergyModel(nn.Module):
                 raise ValueError(f"EnergyModel: energy_scale must be > 0, got {scale.tolist()}")
             self.species_scale.copy_(scale.to(self.species_scale.dtype))
         if num_neighbors is not None:
-            for module in self.network.modules():
-                if isinstance(module, Convolution):
-                    module.set_num_neighbors(num_neighbors)
+            self.set_num_neighbors(num_neighbors)
 
     @property
     def atomic_energies(self) -> dict[str, float]:
         return {s: float(v) for s, v in zip(self.species, self.species_shift)}
-
-    @property
-    def num_neighbors(self) -> float:
-        return self.network.output_conv.num_neighbors
 
     def fit_statistics(
         self,
@@ -205,10 +163,7 @@ class EnergyModel(nn.Module):
         Returns the fitted values.
         """
         result: dict[str, object] = {}
-        counts = torch.zeros(len(numbers), len(self.species), dtype=torch.float64)
-        for m, z in enumerate(numbers):
-            idx = self._indices(torch.as_tensor(z).to(self.species_index.device))
-            counts[m] = torch.bincount(idx.cpu(), minlength=len(self.species)).double()
+        counts = self.species_counts(numbers)
         residual_rms = None
         if energies is not None:
             e = torch.as_tensor(energies, dtype=torch.float64).reshape(-1)
@@ -222,9 +177,7 @@ class EnergyModel(nn.Module):
                     f"fit_statistics: no training atom of {absent}: their shifts stay 0",
                     stacklevel=2,
                 )
-            ridge = 1e-8 * float((counts * counts).sum()) / max(len(numbers), 1)
-            a = counts.T @ counts + ridge * torch.eye(len(self.species), dtype=torch.float64)
-            shift = torch.linalg.solve(a, counts.T @ e)
+            shift = least_squares_shifts(counts, e)
             residual = e - counts @ shift
             residual_rms = float((residual.pow(2) / counts.sum(1).clamp_min(1)).mean().sqrt())
             self.set_statistics(atomic_energies=dict(zip(self.species, shift.tolist())))
@@ -246,54 +199,10 @@ class EnergyModel(nn.Module):
             self.set_statistics(energy_scale=value)
             result["energy_scale"] = value
         if positions is not None:
-            total, atoms = 0, 0
-            for k, pos in enumerate(positions):
-                cell = cells[k] if cells is not None else None
-                pbc = pbcs[k] if pbcs is not None else None
-                graph = self.build_graph(torch.as_tensor(pos, dtype=torch.float64), None, cell, pbc)
-                total += graph.num_edges
-                atoms += int(pos.shape[0])
-            value = max(total / max(atoms, 1), 1.0)
+            value = self.average_num_neighbors(positions, cells, pbcs)
             self.set_statistics(num_neighbors=value)
             result["num_neighbors"] = value
         return result
-
-    # ---------------------------------------------------------------------------------- inputs
-    def _indices(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Species index of each atom; unknown elements raise, naming them."""
-        if numbers.is_floating_point() or numbers.dtype == torch.bool or numbers.dim() != 1:
-            raise ValueError(
-                f"EnergyModel: numbers must be a 1-d integer tensor of atomic numbers, got "
-                f"{numbers.dtype} of shape {tuple(numbers.shape)}"
-            )
-        z = numbers.long()
-        inside = (z > 0) & (z < self.species_index.shape[0])
-        idx = self.species_index[z.clamp(0, self.species_index.shape[0] - 1)]
-        bad = ~inside | (idx < 0)
-        if bool(bad.any()):
-            missing = sorted({int(v) for v in z[bad].tolist()})
-            names = ", ".join(repr(_symbol(v)) for v in missing)
-            raise ValueError(
-                f"EnergyModel: element {names} is not among the model's species {self.species}"
-            )
-        return idx
-
-    def build_graph(
-        self,
-        pos: torch.Tensor,
-        batch: torch.Tensor | None = None,
-        cell: torch.Tensor | None = None,
-        pbc: torch.Tensor | None = None,
-    ) -> Graph:
-        """Neighbours within the cutoff, with periodic images when ``pbc`` is set."""
-        periodic = cell is not None and pbc is not None and bool(torch.as_tensor(pbc).any())
-        if not periodic:
-            return Graph(radius_graph(pos.detach(), self.cutoff, batch))
-        from tfn.data.neighbors import neighbor_list
-
-        cell = torch.as_tensor(cell, dtype=pos.dtype, device=pos.device)
-        edge_index, shift = neighbor_list(pos.detach(), self.cutoff, batch, cell.detach(), pbc)
-        return Graph(edge_index, cell_shift=shift, cell=cell)
 
     # --------------------------------------------------------------------------------- forward
     def forward(
@@ -319,7 +228,7 @@ class EnergyModel(nn.Module):
             raise ValueError(
                 f"{where}: numbers must have shape [{pos.shape[0]}] (one atomic number per atom)"
             )
-        idx = self._indices(numbers)
+        idx = self.species_indices(numbers)
         dtype = self.species_shift.dtype
         if pos.dtype != dtype:
             pos = pos.to(dtype)
@@ -364,7 +273,7 @@ class EnergyModel(nn.Module):
                 )
             else:
                 moved, strained_cell, net_graph = pos, cell, graph
-            onehot = torch.nn.functional.one_hot(idx, len(self.species)).to(dtype)
+            onehot = self.one_hot(idx, dtype)
             y = self.network(moved, onehot, batch, graph=net_graph, cell=strained_cell)[:, 0]
             atom_energy = y * self.species_scale[idx] + self.species_shift[idx]
             energy = atom_energy.new_zeros(num_structures).index_add(0, atom_batch, atom_energy)
@@ -384,6 +293,3 @@ class EnergyModel(nn.Module):
         if not create_graph and not torch.is_grad_enabled():
             result = {k: v.detach() for k, v in result.items()}
         return result
-
-    def extra_repr(self) -> str:
-        return f"species={self.species}, cutoff={self.cutoff}"
