@@ -67,7 +67,7 @@ FRAME_CODES = {
 OK_CODES = (0, 1, 2, 12)
 # Code 12 becomes 15 when the Thole model's diagonal (normalised by the trace) is closer to
 # another assignment of the tensor's diagonal by more than this.
-THOLE_MARGIN = 0.02
+THOLE_MARGIN = 0.1
 
 
 def standard_frames(

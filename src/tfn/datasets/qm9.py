@@ -117,7 +117,7 @@ _SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 _CHEM_HINT = "pip install 'tfn[chem]'"
 
 # Bump when the cache layout, the parser or the frame algorithm changes: old caches are rebuilt.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _MAGIC = b"TFNQM9C\n"
 _ALIGN = 64
 
@@ -167,7 +167,7 @@ def qm9_cache_path() -> Path:
 
     Example:
         >>> qm9_cache_path().name
-        'qm9_v1.bin'
+        'qm9_v2.bin'
     """
     return _cache_dir() / f"qm9_v{_CACHE_FORMAT}.bin"
 
