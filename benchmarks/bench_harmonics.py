@@ -49,21 +49,21 @@ from tfn.so3 import spherical_harmonics  # noqa: E402
 Harmonics = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _eager(ls: list[int]) -> Harmonics:
-    """tfn's pure-PyTorch path (the C++ kernel is skipped while TFN_NO_EXTENSIONS is set)."""
+def _without_extensions(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with TFN_NO_EXTENSIONS set (tfn's pure-PyTorch path, forward and backward)."""
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
+    def run() -> object:
         before = os.environ.get("TFN_NO_EXTENSIONS")
         os.environ["TFN_NO_EXTENSIONS"] = "1"
         try:
-            return spherical_harmonics(ls, x, normalize=True, normalization="component")
+            return fn()
         finally:
             if before is None:
                 del os.environ["TFN_NO_EXTENSIONS"]
             else:
                 os.environ["TFN_NO_EXTENSIONS"] = before
 
-    return fn
+    return run
 
 
 def candidates(lmax: int, other: Path | None, eager: bool) -> dict[str, Harmonics | None]:
@@ -72,8 +72,8 @@ def candidates(lmax: int, other: Path | None, eager: bool) -> dict[str, Harmonic
     found: dict[str, Harmonics | None] = {
         "tfn": lambda x: spherical_harmonics(ls, x, normalize=True, normalization="component")
     }
-    if eager:
-        found["tfn-eager"] = _eager(ls)
+    if eager:  # the same function; bench() runs it with TFN_NO_EXTENSIONS set
+        found["tfn-eager"] = found["tfn"]
     try:
         from e3nn import o3
 
@@ -179,6 +179,9 @@ def bench(
                 (fn(v) * w).sum().backward()
 
             forward_backward[name] = fb
+            if name == "tfn-eager":
+                forward[name] = _without_extensions(forward[name])
+                forward_backward[name] = _without_extensions(fb)
         # Each pass on its own: the candidates of a pass alternate, the passes do not mix.
         for pass_, fns in (("forward", forward), ("forward+backward", forward_backward)):
             times = time_rounds(fns, repeats)
