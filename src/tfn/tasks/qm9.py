@@ -457,12 +457,25 @@ class QM9Task(Task):
                 continue
             true = torch.cat([b.targets[self.target] for b in batches]).double()
             value = torch.cat([p["value"] for p in preds])
-            # Extensive energies span thousands of eV: centre them so the plot shows the errors.
-            centre = true.mean() if self.spec.readout == "sum" and unit == "meV" else 0.0
             label = "eV" if unit == "meV" else unit
             what = "per atom" if self.target == "mulliken_charges" else f"{len(items)} molecules"
-            title = f"{name}: {self.target} ({label}{', minus the mean' if centre else ''}; {what})"
-            panels.append((title, true - centre, value - centre))
+            extensive = self.spec.readout in ("sum", "spatial_extent")
+            if not (extensive and unit == "meV"):  # total energies: all on the diagonal
+                panels.append((f"{name}: {self.target} ({label}; {what})", true, value))
+            if extensive:
+                # Minus the per-element references: what the network had to learn.
+                with torch.no_grad():
+                    ref = (
+                        torch.cat(
+                            [
+                                model.reference(b.numbers, b.pos, b.batch)[:, 0].cpu()
+                                for b in batches
+                            ]
+                        )
+                        / self.spec.to_model
+                    )
+                title = f"{name}: {self.target} minus the per-element references ({label})"
+                panels.append((title, true - ref, value - ref))
         parity_plot(panels, out / "predictions.png")
         return {}
 
