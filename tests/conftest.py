@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# Helper modules beside the tests (train_helpers.py, ...): importlib mode puts no test folder
+# on the path by itself.
+for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
+    if _folder.is_dir() and not _folder.name.startswith((".", "_")):
+        sys.path.insert(0, str(_folder))
 
 
 def pytest_configure(config):
