@@ -36,6 +36,8 @@ Usage::
         [--modes channelwise,fully_connected] [--double] [--json results.json]
     python benchmarks/bench_tensor_product.py --scaling [--threads 1 2] [--repeats 5]
         [--json scaling.json] [--plot docs/images/kernel_scaling.png]
+    python benchmarks/bench_tensor_product.py --plot-from scaling_t1.json scaling_t2.json
+        --plot docs/images/kernel_scaling.png
 """
 
 from __future__ import annotations
@@ -396,13 +398,18 @@ def _scaling_points(max_edges: int):
     for mul in (8, 16, 32, 64, 128):
         irreps = Irreps([(mul, (l, (-1) ** l)) for l in range(3)])
         yield "channels", mul, "channelwise", irreps, IRREPS_SH, NUM_POINTS, 20_000
-    for e in [e for e in (1_000, 10_000, 100_000) if e <= max_edges]:
+    for e in [e for e in (1_000, 3_000, 10_000, 30_000, 100_000) if e <= max_edges]:
         yield "edges-uvw", e, "fully_connected", IRREPS_IN, IRREPS_SH, max(e // 20, 10), e
 
 
-def bench_scaling(repeats: int, max_edges: int, e3nn_max_edges: int) -> list[dict]:
+SWEEPS = ("edges", "lmax", "channels", "edges-uvw")
+
+
+def bench_scaling(repeats: int, max_edges: int, e3nn_max_edges: int, sweeps=SWEEPS) -> list[dict]:
     rows = []
     for sweep, value, mode, irreps, sh, points, edges in _scaling_points(max_edges):
+        if sweep not in sweeps:
+            continue
         d = tfn_description(mode, irreps, sh, irreps)
         # e3nn keeps several per-edge intermediates: only where they fit in a shared machine.
         with_e3nn = edges <= e3nn_max_edges and edges * d.weight_numel <= 120_000_000
@@ -443,7 +450,8 @@ def plot_scaling(results: dict, path: str) -> None:
         ("lmax", "lmax (16 channels per degree, 20,000 edges)", False),
         ("channels", "channels per degree (lmax 2, 20,000 edges)", True),
     ]
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(11, 8.5))
+    axes = grid.ravel()
     styles = {"tfn": "-", "e3nn": "--"}
     colors = {
         ("forward", "1"): "tab:blue",
@@ -473,13 +481,16 @@ def plot_scaling(results: dict, path: str) -> None:
                             label=f"{lib} {kind}, {threads} thr",
                         )
         ax.set_xlabel(label)
-        ax.set_ylabel("median time (ms): CPU time with 1 thread, wall with 2")
+        ax.set_ylabel("median time (ms)")
         ax.set_yscale("log")
         if logx:
             ax.set_xscale("log", base=2 if sweep == "channels" else 10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("tfn fused convolution (solid) vs e3nn 0.6.0 (dashed), float32, CPU")
+    fig.suptitle(
+        "tfn fused convolution (solid) vs e3nn 0.6.0 (dashed), float32, CPU\n"
+        "1 thread: CPU time of the process; 2 threads: wall time"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -498,11 +509,33 @@ def main(argv: list[str] | None = None) -> dict:
         "--double", action="store_true", help="also time a second-order pass (as for forces)"
     )
     parser.add_argument("--scaling", action="store_true", help="run the size sweeps instead")
+    parser.add_argument("--sweeps", default=",".join(SWEEPS), help="which size sweeps to run")
     parser.add_argument("--max-edges", type=int, default=1_000_000, help="largest sweep point")
     parser.add_argument("--e3nn-max-edges", type=int, default=100_000)
     parser.add_argument("--plot", type=str, default=None, help="PNG of the sweeps")
+    parser.add_argument(
+        "--plot-from",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="only draw --plot from the --json files of earlier --scaling runs",
+    )
     parser.add_argument("--json", type=str, default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.plot_from:
+        if not args.plot:
+            parser.error("--plot-from needs --plot PATH")
+        import json
+
+        merged: dict[str, list] = {}  # rows of later files replace those of the same sweep
+        for path in args.plot_from:
+            with open(path) as f:
+                for t, r in json.load(f)["results"].items():
+                    new = {row["sweep"] for row in r["rows"]}
+                    kept = [row for row in merged.get(t, []) if row["sweep"] not in new]
+                    merged[t] = kept + r["rows"]
+        plot_scaling(merged, args.plot)
+        return {"plotted": args.plot_from}
     if not fused.available():
         raise SystemExit(f"the fused kernel is unavailable: {fused.unavailable_reason()}")
     import e3nn
@@ -528,7 +561,9 @@ def main(argv: list[str] | None = None) -> dict:
         run: dict = {"loadavg_before": os.getloadavg(), "limits": machine_limits(threads)}
         if args.scaling:
             print(f"-- {threads} thread(s)", flush=True)
-            run["rows"] = bench_scaling(args.repeats, args.max_edges, args.e3nn_max_edges)
+            run["rows"] = bench_scaling(
+                args.repeats, args.max_edges, args.e3nn_max_edges, args.sweeps.split(",")
+            )
         else:
             run["modes"] = {
                 mode: bench_w2(mode, args.edges, args.repeats, run["limits"], args.double)
