@@ -188,7 +188,7 @@ class E3nnTFN(nn.Module):
 # --------------------------------------------------------------------------- builders, checks
 
 
-def build_models(num_layers: int = 3):
+def build_models(num_layers: int = 3, executor: str = "auto"):
     tfn_model = TensorFieldNetwork(
         f"{NUM_SPECIES}x0e",
         "0e",
@@ -200,6 +200,7 @@ def build_models(num_layers: int = 3):
         nonlinearity="gate",
         num_basis=NUM_BASIS,
         radial_hidden=(RADIAL_HIDDEN,),
+        executor=executor,
     )
     e3nn_model = E3nnTFN(f"{NUM_SPECIES}x0e", "0e", HIDDEN, num_layers)
     # Same irreps and paths at every convolution.
@@ -252,6 +253,38 @@ def make_steps(model, data):
     return inference, train_step
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_training_memory(library: str, args) -> float:
+    """Peak extra resident memory (MB) of a training step, in a fresh process: the growth of
+    the high-water mark (``ru_maxrss``) over the memory held once model and data exist."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--measure-memory", library, "--threads", str(args.threads)]
+    cmd += ["--molecules", str(args.molecules), "--atoms", str(args.atoms)]
+    cmd += ["--layers", str(args.layers), "--executor", args.executor]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _measure_memory(library: str, args) -> None:
+    import resource
+
+    data = random_molecules(args.molecules, args.atoms)
+    tfn_model, e3nn_model = build_models(args.layers, args.executor)
+    model = tfn_model if library == "tfn" else e3nn_model
+    del tfn_model, e3nn_model
+    _, train_step = make_steps(model, data)
+    base = _rss_mb()
+    for _ in range(3):
+        train_step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    print(f"{peak - base:.1f}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--molecules", type=int, default=32)
@@ -260,14 +293,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=str, default=None, help="write the results here")
+    parser.add_argument(
+        "--executor", default="auto", help="tfn's tensor-product kernel (auto, fused, eager)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--measure-memory", choices=["tfn", "e3nn"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.measure_memory:
+        _measure_memory(args.measure_memory, args)
+        return {}
     import e3nn
 
     data = random_molecules(args.molecules, args.atoms)
     edges = radius_graph(data[0], CUTOFF, data[2]).shape[1]
-    tfn_model, e3nn_model = build_models(args.layers)
+    tfn_model, e3nn_model = build_models(args.layers, args.executor)
     params = {"tfn": parameter_breakdown(tfn_model), "e3nn": parameter_breakdown(e3nn_model)}
 
     # Sanity: both produce finite energies and forces of the right shapes.
@@ -292,6 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     load_after = os.getloadavg()
+    memory = {}
+    if not args.no_memory:
+        memory = {lib: peak_training_memory(lib, args) for lib in ("tfn", "e3nn")}
     report = {
         "benchmark": "model",
         "loadavg_before": load_before,
@@ -309,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpus": os.cpu_count(),
         "parameters": params,
         "timings": timings,
+        "executor": args.executor,
+        "peak_training_memory_mb": memory,
     }
     n = args.molecules * args.atoms
     print(
@@ -330,6 +376,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"{kind:<18}{t['tfn']['median_ms']:>10.1f}{t['e3nn']['median_ms']:>10.1f}"
             f"{t['e3nn/tfn']:>10.2f}{t['tfn']['cpu_median_ms']:>10.1f}"
             f"{t['e3nn']['cpu_median_ms']:>10.1f}{t['e3nn/tfn cpu']:>10.2f}"
+        )
+    if memory:
+        print(
+            f"peak extra memory of a training step: tfn {memory['tfn']:.0f} MB, "
+            f"e3nn {memory['e3nn']:.0f} MB (e3nn/tfn {memory['e3nn'] / max(memory['tfn'], 1e-9):.2f})"
         )
     if args.json:
         write_json(args.json, report)
