@@ -256,3 +256,22 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "config.yaml"
     ]
+
+
+def test_snapshots_by_training_time_are_evaluated_beside_the_run(tmp_path):
+    run = tmp_path / "run"
+    # 1e-6 minutes pass within the first batch; 1e6 minutes never do.
+    tfn.train.train(
+        config_path("tetris"),
+        OVER + ["trainer.snapshot_minutes=[1e-6, 1e6]"],
+        out=run,
+        progress="none",
+        evaluate_at_end=False,
+    )
+    snapshot = run / "checkpoints" / "minutes_1e-06.ckpt"
+    state = torch.load(snapshot, weights_only=True)
+    assert state["global_step"] == 1  # saved once, after the first batch
+    assert not (run / "checkpoints" / "minutes_1e+06.ckpt").exists()
+    assert main(["evaluate", str(run), "--checkpoint", "minutes_1e-06", "--no-plots"]) == 0
+    assert (run / "metrics_minutes_1e-06.json").is_file()
+    assert not (run / "metrics.json").exists()  # the run's own metrics are not overwritten

@@ -6,6 +6,8 @@
 * ``best.ckpt`` is written when the monitored validation metric improves on the best score
   so far; that score travels inside every checkpoint (the callback's state), so it survives a
   resume, also of a run folder that was copied or moved.
+* ``minutes_M.ckpt`` (``trainer.snapshot_minutes``) is written once, at the end of the first
+  batch after M minutes of training: the run's learning curve against wall time.
 * :func:`read_checkpoint` turns a truncated or corrupt file into a message that names it.
 """
 
@@ -17,6 +19,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -97,8 +100,11 @@ class RunCheckpoints(Checkpoint):
         monitor: str,
         goal: str,
         stop: StopOnSignal | None = None,
+        snapshot_minutes: Sequence[float] = (),
     ) -> None:
         self.folder = Path(folder)
+        self.snapshot_minutes = sorted(float(m) for m in snapshot_minutes)
+        self.snapshots_done: list[float] = []
         self.monitor = monitor
         self.goal = goal
         self.stop = stop
@@ -115,12 +121,14 @@ class RunCheckpoints(Checkpoint):
             "monitor": self.monitor,
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
+            "snapshots_done": list(self.snapshots_done),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("monitor") == self.monitor:
             self.best_score = state.get("best_score")
             self.best_epoch = state.get("best_epoch")
+        self.snapshots_done = list(state.get("snapshots_done", []))
 
     @property
     def last(self) -> Path:
@@ -161,7 +169,21 @@ class RunCheckpoints(Checkpoint):
             self._save(trainer, self.best)
         self._save(trainer, self.last)
 
+    @staticmethod
+    def snapshot_name(minutes: float) -> str:
+        return f"minutes_{minutes:g}.ckpt"
+
+    def _save_snapshots(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Training time as Lightning's timer counts it (the one max_time stops on).
+        elapsed = getattr(pl_module, "_elapsed", lambda: 0.0)() / 60.0
+        for minutes in self.snapshot_minutes:
+            if minutes <= elapsed and minutes not in self.snapshots_done:
+                self.snapshots_done.append(minutes)  # before saving: a resume skips it
+                self._save(trainer, self.folder / self.snapshot_name(minutes))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.snapshot_minutes:
+            self._save_snapshots(trainer, pl_module)
         if self.stop is not None and self.stop.requested:
             self._save_on_stop(trainer)
             raise RunInterrupted("SIGINT")

@@ -180,6 +180,11 @@ class TrainerConfig(Section):
     limit_val_batches: int | float | None = None
     enable_progress_bar: bool = True
     deterministic: bool = False
+    snapshot_minutes: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=list,
+        description="also keep checkpoints/minutes_M.ckpt when training time passes M minutes "
+        "(a learning curve against wall time: tfn evaluate RUN --checkpoint minutes_M)",
+    )
 
     @field_validator("max_epochs")
     @classmethod

@@ -22,6 +22,15 @@ def default_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def metrics_file(run: RunDir, checkpoint_name: str) -> Path:
+    """``metrics.json`` for the run's ``best`` and ``last`` checkpoints; ``metrics_NAME.json``
+    for any other (snapshots such as ``minutes_10.ckpt``), so none overwrites the run's own."""
+    stem = Path(checkpoint_name).stem
+    if stem in ("best", "last"):
+        return run.metrics_json
+    return run.metrics_json.with_name(f"metrics_{stem}.json")
+
+
 def evaluate(
     run_dir: str | Path,
     checkpoint: str = "best",
@@ -62,5 +71,7 @@ def evaluate(
         "eval_seconds": round(time.time() - t0, 2),
     }
     if write:
-        atomic_write_text(run.metrics_json, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(
+            metrics_file(run, result["checkpoint"]), json.dumps(result, indent=2) + "\n"
+        )
     return result

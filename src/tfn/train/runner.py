@@ -133,12 +133,16 @@ def train(
     )
     stop = StopOnSignal()
     cbs = [
-        RunCheckpoints(run.checkpoints, task.monitor, task.monitor_goal, stop),
+        RunCheckpoints(run.checkpoints, task.monitor, task.monitor_goal, stop, t.snapshot_minutes),
         LearningRateMonitor(logging_interval="epoch"),
         RankHash(run.path),
     ]
     if progress == "lines":
         cbs.append(PrintProgress(task.progress_metrics))
+    if t.snapshot_minutes and t.max_time is None:
+        from lightning.pytorch.callbacks import Timer
+
+        cbs.append(Timer(duration=None, verbose=False))  # snapshots count training time by it
     kwargs: dict[str, Any] = {
         "max_epochs": t.max_epochs,
         "max_time": t.max_time,
