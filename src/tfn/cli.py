@@ -204,13 +204,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tfn.train.evaluation import evaluate
+    from tfn.train.evaluation import evaluate, metrics_file
+    from tfn.train.rundir import RunDir
 
     result = evaluate(
         Path(args.run_dir), checkpoint=args.checkpoint, device=args.device, plots=not args.no_plots
     )
     print(format_metrics(result))
-    print(f"written: {Path(args.run_dir) / 'metrics.json'}")
+    print(f"written: {metrics_file(RunDir(args.run_dir), result['checkpoint'])}")
     return 0
 
 

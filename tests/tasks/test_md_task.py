@@ -190,3 +190,25 @@ def test_md_command_with_the_trained_model(trained, ethanol_file, tmp_path, caps
     ase.io.write(nacl, ase.Atoms("NaCl", positions=[[0, 0, 0], [2.5, 0, 0]]))
     assert main(["md", str(run), "--atoms", str(nacl), "--steps", "3", "--out", str(traj)]) == 2
     assert "'Cl', 'Na'" in capsys.readouterr().err
+
+
+def test_md_stability_benchmark_script(trained, ethanol_file, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "md_stability.py"
+    spec = importlib.util.spec_from_file_location("md_stability", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run, _ = trained
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, ase.io.read(ethanol_file, 0))
+    args = [str(run), "--atoms", str(start), "--nve-ps", "0.005", "--langevin-ps", "0.005"]
+    summary = script.main([*args, "--interval", "5", "--out", str(tmp_path / "out")])
+    assert summary["force_fd_max_error_eV_A"] < 1e-6  # float64 central differences
+    for ensemble in ("nve", "langevin"):
+        entry = summary[ensemble]
+        assert entry["steps"] == 10 and entry["frames"] == 3
+        assert entry["bonds"] == 8  # ethanol: 5 C-H/O-H, C-C, C-O and O-H
+        assert entry["bond_ratio_min"] <= 1.0 <= entry["bond_ratio_max"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["natoms"] == 9

@@ -258,7 +258,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     ]
 
 
-def test_snapshots_by_training_time_are_evaluated_beside_the_run(tmp_path):
+def test_snapshots_by_training_time_are_evaluated_beside_the_run(tmp_path, capsys):
     run = tmp_path / "run"
     # 1e-6 minutes pass within the first batch; 1e6 minutes never do.
     tfn.train.train(
@@ -273,5 +273,6 @@ def test_snapshots_by_training_time_are_evaluated_beside_the_run(tmp_path):
     assert state["global_step"] == 1  # saved once, after the first batch
     assert not (run / "checkpoints" / "minutes_1e+06.ckpt").exists()
     assert main(["evaluate", str(run), "--checkpoint", "minutes_1e-06", "--no-plots"]) == 0
+    assert "metrics_minutes_1e-06.json" in capsys.readouterr().out
     assert (run / "metrics_minutes_1e-06.json").is_file()
     assert not (run / "metrics.json").exists()  # the run's own metrics are not overwritten
