@@ -128,8 +128,19 @@ def run_md(
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
+        from ase.constraints import FixCom
+
+        # ASE's own fixcm=True mis-samples small systems (ethanol, 9 atoms, settled at 650 K
+        # for 500 K); FixCom with fixcm=False, as ASE advises, samples the right distribution.
+        if not any(isinstance(c, FixCom) for c in atoms.constraints):
+            atoms.set_constraint([*atoms.constraints, FixCom()])
         dyn = Langevin(
-            atoms, dt, temperature_K=temperature, friction=friction_per_fs / units.fs, rng=rng
+            atoms,
+            dt,
+            temperature_K=temperature,
+            friction=friction_per_fs / units.fs,
+            rng=rng,
+            fixcm=False,
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
