@@ -211,4 +211,5 @@ def test_md_stability_benchmark_script(trained, ethanol_file, tmp_path):
         assert entry["steps"] == 10 and entry["frames"] == 3
         assert entry["bonds"] == 8  # ethanol: 5 C-H/O-H, C-C, C-O and O-H
         assert entry["bond_ratio_min"] <= 1.0 <= entry["bond_ratio_max"]
+        assert entry["mean_temperature_K"] > 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["natoms"] == 9
