@@ -14,7 +14,7 @@ if importlib.util.find_spec("ase") is None or importlib.util.find_spec("qm9pack"
     pytest.skip("QM9 tests need tfn[chem] (ase, qm9pack)", allow_module_level=True)
 
 from ase import Atoms  # noqa: E402
-from qm9_subset import FRAME_NOT_OK, REAL_SOURCE_DIR, qm9_subset  # noqa: E402
+from qm9_subset import FRAME_NOT_OK, REAL_SOURCE_DIR  # noqa: E402
 
 import tfn.train  # noqa: E402
 from tfn.cli import main  # noqa: E402
@@ -42,14 +42,6 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
 ]
-
-
-@pytest.fixture(scope="module")
-def subset(tmp_path_factory):
-    with qm9_subset(tmp_path_factory):
-        from tfn.datasets import load_qm9
-
-        yield {a.info["gdb_index"]: a for a in load_qm9(progress=False)}
 
 
 def _config(target: str, extra=()):

@@ -14,7 +14,6 @@ if importlib.util.find_spec("ase") is None or importlib.util.find_spec("qm9pack"
     pytest.skip("QM9 tests need tfn[chem] (ase, qm9pack)", allow_module_level=True)
 
 from ase import Atoms  # noqa: E402
-from qm9_subset import qm9_subset  # noqa: E402
 
 import tfn.train  # noqa: E402
 from tfn.data.atoms import AtomsData  # noqa: E402
@@ -35,14 +34,6 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
 ]
-
-
-@pytest.fixture(scope="module")
-def subset(tmp_path_factory):
-    with qm9_subset(tmp_path_factory):
-        from tfn.datasets import load_qm9
-
-        yield {a.info["gdb_index"]: a for a in load_qm9(progress=False)}
 
 
 def _task(extra=()):

@@ -203,6 +203,15 @@ def _ordered(part: np.ndarray, seed: int, salt: int) -> np.ndarray:
     return part[np.random.default_rng([seed, salt]).permutation(len(part))]
 
 
+def with_qm9_species_hint(model: PropertyModel) -> PropertyModel:
+    """An element outside QM9's five gets an error that says what the model was trained on."""
+    model.unknown_species_hint = (
+        f" (QM9 has only {', '.join(QM9_ELEMENTS)}): this model cannot read molecules "
+        "with other elements"
+    )
+    return model
+
+
 @register
 class QM9Task(Task):
     name = "qm9"
@@ -245,12 +254,7 @@ class QM9Task(Task):
         }
 
     def build_model(self) -> PropertyModel:
-        model = super().build_model()
-        model.unknown_species_hint = (
-            f" (QM9 has only {', '.join(QM9_ELEMENTS)}): this model cannot predict molecules "
-            "with other elements"
-        )
-        return model
+        return with_qm9_species_hint(super().build_model())
 
     # data ------------------------------------------------------------------------------------
     @cached_property

@@ -48,7 +48,7 @@ from tfn.models.property import PropertyModel
 from tfn.tasks import register
 from tfn.tasks.base import Task, TaskData
 from tfn.tasks.plotting import confusion_plot, pyplot
-from tfn.tasks.qm9 import QM9_ELEMENTS, _check_extra, check_molecules
+from tfn.tasks.qm9 import QM9_ELEMENTS, _check_extra, check_molecules, with_qm9_species_hint
 
 __all__ = ["QM9MissingPointData", "QM9MissingPointTask", "PAPER_MISSING_POINT"]
 
@@ -148,12 +148,7 @@ class QM9MissingPointTask(Task):
         }
 
     def build_model(self) -> PropertyModel:
-        model = super().build_model()
-        model.unknown_species_hint = (
-            f" (QM9 has only {', '.join(QM9_ELEMENTS)}): this model cannot read molecules "
-            "with other elements"
-        )
-        return model
+        return with_qm9_species_hint(super().build_model())
 
     def prepare_model(self, model: PropertyModel, train_set) -> dict[str, Any]:
         value = model.average_num_neighbors([item.pos for item in train_set])
