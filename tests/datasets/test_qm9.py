@@ -22,6 +22,7 @@ if importlib.util.find_spec("ase") is None or importlib.util.find_spec("qm9pack"
     pytest.skip("QM9 tests need tfn[chem] (ase, qm9pack)", allow_module_level=True)
 
 from ase.units import Hartree  # noqa: E402
+from qm9_subset import write_subset  # noqa: E402
 
 from tfn.datasets import _qm9_frames, qm9  # noqa: E402
 from tfn.so3 import random_rotation  # noqa: E402
@@ -42,19 +43,9 @@ def _real_source() -> Path:
 def _write_subset(
     folder: Path, numbers: list[int], corrupt: dict[int, tuple[int, str]] | None = None
 ):
-    """Copy the header and the rows of ``numbers`` from qm9pack's CSV files into ``folder``.
-
-    ``corrupt`` maps a molecule number to (column, new text) to damage a row on purpose.
-    """
-    source = _real_source()
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = {f'"dsgdb9nsd_{n:06d}.xyz"'.encode() for n in numbers}
-    for name in (*qm9._SOURCE_FILES, qm9._POLARIZABILITY_FILE):
-        with open(source / name, "rb") as f, open(folder / name, "wb") as out:
-            out.write(f.readline())
-            for line in f:
-                if line[:22] in wanted:
-                    out.write(line)
+    """:func:`qm9_subset.write_subset`, then ``corrupt`` (a molecule number -> (column, new
+    text)) damages rows on purpose."""
+    write_subset(folder, numbers)
     if corrupt:
         for name in qm9._SOURCE_FILES:
             path = folder / name

@@ -30,7 +30,8 @@ _SOURCE: dict[str, Path] = {}
 REAL_SOURCE_DIR = qm9._source_dir
 
 
-def _write_subset(folder: Path, numbers: list[int]) -> Path:
+def write_subset(folder: Path, numbers: list[int]) -> Path:
+    """Copy the header and the rows of ``numbers`` from qm9pack's CSV files into ``folder``."""
     source = REAL_SOURCE_DIR()
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {f'"dsgdb9nsd_{n:06d}.xyz"'.encode() for n in numbers}
@@ -48,7 +49,7 @@ def qm9_subset(tmp_path_factory: pytest.TempPathFactory):
     """While active, ``tfn.datasets.load_qm9`` and friends see only :data:`SUBSET`."""
     if "source" not in _SOURCE:
         root = tmp_path_factory.getbasetemp() / "qm9_subset"
-        _SOURCE["source"] = _write_subset(root / "source", SUBSET)
+        _SOURCE["source"] = write_subset(root / "source", SUBSET)
         _SOURCE["cache"] = root / "cache"
     patch = pytest.MonkeyPatch()
     patch.setattr(qm9, "_source_dir", lambda: _SOURCE["source"])
